@@ -1,0 +1,480 @@
+// The multimix operator: schema, shared Setup (validation + sampling) and the CPU backend.
+#include "multimix.h"
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "dali/core/float16.h"
+#include "dali/core/static_switch.h"
+
+namespace dali {
+namespace multimix_op {
+
+using ::multimix::kCutmix;
+using ::multimix::kFmix;
+using ::multimix::kMixup;
+
+namespace {
+
+// Sub-streams of a sample's Philox generator, far enough apart never to overlap.
+constexpr uint64_t kLambdaStream = 0;
+constexpr uint64_t kCenterStream = 1ull << 24;
+constexpr uint64_t kFmixStream = 2ull << 24;
+
+bool IsLabelType(DALIDataType t) {
+  switch (t) {
+    case DALI_UINT8: case DALI_UINT16: case DALI_UINT32: case DALI_UINT64:
+    case DALI_INT8: case DALI_INT16: case DALI_INT32: case DALI_INT64:
+    case DALI_FLOAT16: case DALI_FLOAT: case DALI_FLOAT64:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string ShapeStr(const TensorShape<> &s) {
+  std::string r = "(";
+  for (int d = 0; d < s.size(); d++) r += (d ? ", " : "") + std::to_string(s[d]);
+  return r + (s.size() == 1 ? ",)" : ")");
+}
+
+}  // namespace
+
+int ParseMode(const std::string &mode) {
+  if (mode == "mixup") return kMixup;
+  if (mode == "cutmix") return kCutmix;
+  if (mode == "fmix") return kFmix;
+  Fail("argument `mode`: expected one of \"mixup\", \"cutmix\", \"fmix\"; got \"", mode, "\"");
+}
+
+::multimix::LambdaSampling ParseLambdaSampling(const std::string &how) {
+  if (how == "sorted") return ::multimix::LambdaSampling::kSorted;
+  if (how == "stratified") return ::multimix::LambdaSampling::kStratified;
+  Fail("argument `lambda_sampling`: expected \"sorted\" or \"stratified\"; got \"", how, "\"");
+}
+
+template <typename Backend>
+Multimix<Backend>::Multimix(const OpSpec &spec)
+    : Base(spec),
+      k_(spec.GetArgument<int>("k")),
+      alpha_(spec.GetArgument<float>("alpha")),
+      mode_(ParseMode(spec.GetArgument<std::string>("mode"))),
+      lambda_sampling_(ParseLambdaSampling(spec.GetArgument<std::string>("lambda_sampling"))),
+      has_lambdas_(spec.ArgumentDefined("lambdas")),
+      has_partners_(spec.ArgumentDefined("partners")),
+      has_centers_(spec.ArgumentDefined("centers")),
+      has_fmix_scores_(spec.ArgumentDefined("fmix_scores")) {
+  if (k_ < 1 || k_ > kMaxK)
+    Fail("argument `k`: expected an integer from 1 to ", kMaxK, "; got ", k_);
+  if (!(alpha_ > 0.0f) || !std::isfinite(alpha_))
+    Fail("argument `alpha`: expected a finite number > 0; got ", alpha_);
+  if (has_centers_ && mode_ != kCutmix)
+    Fail("argument `centers` applies to mode \"cutmix\" only; mode is \"",
+         spec.GetArgument<std::string>("mode"), "\"");
+  if (has_fmix_scores_ && mode_ != kFmix)
+    Fail("argument `fmix_scores` applies to mode \"fmix\" only; mode is \"",
+         spec.GetArgument<std::string>("mode"), "\"");
+}
+
+template <typename Backend>
+void Multimix<Backend>::ValidateImages(const Workspace &ws) {
+  const auto shape = ws.GetInputShape(0);
+  dtype_ = ws.GetInputDataType(0);
+  layout_ = ws.GetInputLayout(0);
+  nsamples_ = shape.num_samples();
+  if (dtype_ != DALI_UINT8 && dtype_ != DALI_FLOAT16 && dtype_ != DALI_FLOAT)
+    Fail("input `images`: expected dtype uint8, float16 or float32; got ", dtype_);
+  if (nsamples_ == 0) return;
+  sample_shape_ = shape[0];
+  if (sample_shape_.size() == 0)
+    Fail("input `images`: expected samples of at least 1 dimension; got scalars");
+  for (int i = 1; i < nsamples_; i++) {
+    if (shape[i] != sample_shape_)
+      Fail("input `images`: all samples of a batch must have the same shape; sample 0 has shape ",
+           ShapeStr(sample_shape_), " but sample ", i, " has shape ", ShapeStr(shape[i]));
+  }
+  if (volume(sample_shape_) == 0)
+    Fail("input `images`: samples are empty (shape ", ShapeStr(sample_shape_), ")");
+
+  spatial_ = SpatialLayout{};
+  if (mode_ == kMixup) return;
+  const char *mode_name = mode_ == kCutmix ? "cutmix" : "fmix";
+  int h_dim = layout_.find('H'), w_dim = layout_.find('W');
+  if (h_dim < 0 || w_dim != h_dim + 1)
+    Fail("input `images`: mode \"", mode_name, "\" needs a layout with adjacent H and W dimensions "
+         "(HWC, CHW, HW, ...); got layout \"", layout_.str(), "\" (set the layout at the source, "
+         "e.g. fn.reshape(images, layout=\"HWC\"))");
+  spatial_.h = static_cast<int>(sample_shape_[h_dim]);
+  spatial_.w = static_cast<int>(sample_shape_[w_dim]);
+  for (int d = 0; d < h_dim; d++) spatial_.outer *= sample_shape_[d];
+  for (int d = w_dim + 1; d < sample_shape_.size(); d++) spatial_.inner *= sample_shape_[d];
+}
+
+template <typename Backend>
+void Multimix<Backend>::ValidateLabels(const Workspace &ws) {
+  const auto shape = ws.GetInputShape(1);
+  DALIDataType type = ws.GetInputDataType(1);
+  if (shape.num_samples() != nsamples_)
+    Fail("input `labels`: expected one label per image (", nsamples_, " samples); got ",
+         shape.num_samples(), " samples");
+  if (!IsLabelType(type))
+    Fail("input `labels`: expected an integer or floating-point dtype; got ", type);
+  for (int i = 1; i < nsamples_; i++) {
+    if (shape[i] != shape[0])
+      Fail("input `labels`: all labels of a batch must have the same shape; sample 0 has shape ",
+           ShapeStr(shape[0]), " but sample ", i, " has shape ", ShapeStr(shape[i]));
+  }
+}
+
+template <typename Backend>
+void Multimix<Backend>::SampleLambdas(const Workspace &ws) {
+  if (!has_lambdas_) {
+    for (int i = 0; i < nsamples_; i++) {
+      auto rng = this->GetSampleRNG(i);
+      rng.skipahead(kLambdaStream);
+      ::multimix::sample_lambdas(rng, k_, alpha_, lambda_sampling_, mix_[i].lambdas);
+    }
+    return;
+  }
+  auto check = [&](int i, const float *values, int64_t n) {
+    if (n != k_)
+      Fail("argument `lambdas` of sample ", i, ": expected k=", k_, " values; got ", n);
+    for (int s = 0; s < k_; s++) {
+      float v = values[s];
+      if (!(v >= 0.0f && v <= 1.0f))
+        Fail("argument `lambdas` of sample ", i, ": expected values in [0, 1]; value ", s,
+             " is ", v);
+      if (s > 0 && v < values[s - 1])
+        Fail("argument `lambdas` of sample ", i, ": expected non-decreasing values (the "
+             "interpolations are ordered); value ", s, " (", v, ") < value ", s - 1, " (",
+             values[s - 1], ")");
+      mix_[i].lambdas[s] = v;
+    }
+  };
+  if (spec_.HasTensorArgument("lambdas")) {
+    const auto &arg = ws.ArgumentInput("lambdas");
+    if (arg.type() != DALI_FLOAT)
+      Fail("argument `lambdas`: expected dtype float32; got ", arg.type());
+    if (arg.num_samples() != nsamples_)
+      Fail("argument `lambdas`: expected ", nsamples_, " samples; got ", arg.num_samples());
+    for (int i = 0; i < nsamples_; i++) {
+      auto s = arg.shape()[i];
+      if (s.size() != 1)
+        Fail("argument `lambdas` of sample ", i, ": expected shape (", k_, ",); got ", ShapeStr(s));
+      check(i, arg.tensor<float>(i), s[0]);
+    }
+  } else {
+    auto values = spec_.template GetRepeatedArgument<float>("lambdas");
+    for (int i = 0; i < nsamples_; i++) check(i, values.data(), values.size());
+  }
+}
+
+template <typename Backend>
+void Multimix<Backend>::SamplePartners(const Workspace &ws) {
+  if (!has_partners_) {
+    std::vector<int> perm(nsamples_);
+    auto rng = this->GetSampleRNG(nsamples_);  // a stream no sample uses in this iteration
+    ::multimix::random_permutation(rng, nsamples_, perm.data());
+    for (int i = 0; i < nsamples_; i++) mix_[i].partner = perm[i];
+    return;
+  }
+  auto check = [&](int i, int64_t p) {
+    if (p < 0 || p >= nsamples_)
+      Fail("argument `partners` of sample ", i, ": expected an index in [0, ", nsamples_,
+           ") (the batch size); got ", p);
+    mix_[i].partner = static_cast<int>(p);
+  };
+  if (spec_.HasTensorArgument("partners")) {
+    const auto &arg = ws.ArgumentInput("partners");
+    if (arg.type() != DALI_INT32)
+      Fail("argument `partners`: expected dtype int32; got ", arg.type());
+    if (arg.num_samples() != nsamples_)
+      Fail("argument `partners`: expected ", nsamples_, " samples; got ", arg.num_samples());
+    for (int i = 0; i < nsamples_; i++) {
+      if (volume(arg.shape()[i]) != 1)
+        Fail("argument `partners` of sample ", i, ": expected one index; got shape ",
+             ShapeStr(arg.shape()[i]));
+      check(i, arg.tensor<int>(i)[0]);
+    }
+  } else {
+    int p = spec_.template GetArgument<int>("partners");
+    for (int i = 0; i < nsamples_; i++) check(i, p);
+  }
+}
+
+template <typename Backend>
+void Multimix<Backend>::SampleCenters(const Workspace &ws) {
+  const int h = spatial_.h, w = spatial_.w;
+  if (!has_centers_) {
+    for (int i = 0; i < nsamples_; i++) {
+      auto rng = this->GetSampleRNG(i);
+      rng.skipahead(kCenterStream);
+      mix_[i].cy = ::multimix::uniform_int(rng, h);
+      mix_[i].cx = ::multimix::uniform_int(rng, w);
+    }
+    return;
+  }
+  auto check = [&](int i, const int *c, int64_t n) {
+    if (n != 2)
+      Fail("argument `centers` of sample ", i, ": expected 2 values (y, x); got ", n);
+    if (c[0] < 0 || c[0] >= h || c[1] < 0 || c[1] >= w)
+      Fail("argument `centers` of sample ", i, ": expected y in [0, ", h, ") and x in [0, ", w,
+           "); got (", c[0], ", ", c[1], ")");
+    mix_[i].cy = c[0];
+    mix_[i].cx = c[1];
+  };
+  if (spec_.HasTensorArgument("centers")) {
+    const auto &arg = ws.ArgumentInput("centers");
+    if (arg.type() != DALI_INT32)
+      Fail("argument `centers`: expected dtype int32; got ", arg.type());
+    if (arg.num_samples() != nsamples_)
+      Fail("argument `centers`: expected ", nsamples_, " samples; got ", arg.num_samples());
+    for (int i = 0; i < nsamples_; i++) check(i, arg.tensor<int>(i), volume(arg.shape()[i]));
+  } else {
+    auto values = spec_.template GetRepeatedArgument<int>("centers");
+    for (int i = 0; i < nsamples_; i++) check(i, values.data(), values.size());
+  }
+}
+
+template <typename Backend>
+void Multimix<Backend>::ValidateFmixScores(const Workspace &ws) const {
+  const auto &arg = ws.ArgumentInput("fmix_scores");
+  if (arg.type() != DALI_FLOAT)
+    Fail("argument `fmix_scores`: expected dtype float32; got ", arg.type());
+  if (arg.num_samples() != nsamples_)
+    Fail("argument `fmix_scores`: expected ", nsamples_, " samples; got ", arg.num_samples());
+  TensorShape<> expected{spatial_.h, spatial_.w};
+  for (int i = 0; i < nsamples_; i++) {
+    if (arg.shape()[i] != expected)
+      Fail("argument `fmix_scores` of sample ", i, ": expected shape ", ShapeStr(expected),
+           " (H, W of the images); got ", ShapeStr(arg.shape()[i]));
+    const float *s = arg.tensor<float>(i);
+    for (int64_t p = 0; p < volume(expected); p++) {
+      if (!std::isfinite(s[p]))
+        Fail("argument `fmix_scores` of sample ", i, ": expected finite values; element ", p,
+             " is ", s[p]);
+    }
+  }
+}
+
+template <typename Backend>
+void Multimix<Backend>::ComputeWeights() {
+  const int64_t pixels = static_cast<int64_t>(spatial_.h) * spatial_.w;
+  for (auto &m : mix_) {
+    for (int s = 0; s < k_; s++) {
+      if (mode_ == kMixup) {
+        m.weights[s] = m.lambdas[s];
+      } else if (mode_ == kCutmix) {
+        m.boxes[s] = ::multimix::nested_box(spatial_.h, spatial_.w, m.cy, m.cx, m.lambdas[s]);
+        m.weights[s] = ::multimix::box_weight(m.boxes[s], spatial_.h, spatial_.w);
+      } else {
+        m.counts[s] = ::multimix::fmix_count(m.lambdas[s], pixels);
+        m.weights[s] = static_cast<float>(static_cast<double>(m.counts[s]) / pixels);
+      }
+    }
+  }
+}
+
+template <typename Backend>
+bool Multimix<Backend>::SetupImpl(std::vector<OutputDesc> &output_desc, const Workspace &ws) {
+  ValidateImages(ws);
+  ValidateLabels(ws);
+  mix_.assign(nsamples_, SampleMix{});
+  if (nsamples_ > 0) {
+    SampleLambdas(ws);
+    SamplePartners(ws);
+    if (mode_ == kCutmix) SampleCenters(ws);
+    if (mode_ == kFmix && has_fmix_scores_) ValidateFmixScores(ws);
+    ComputeWeights();
+  }
+
+  output_desc.resize(4);
+  TensorShape<> mixed_shape = shape_cat(TensorShape<1>{k_}, sample_shape_);
+  output_desc[0] = {uniform_list_shape(nsamples_, mixed_shape), dtype_};
+  output_desc[1] = {uniform_list_shape(nsamples_, TensorShape<1>{k_}), DALI_FLOAT};
+  output_desc[2] = {ws.GetInputShape(1), ws.GetInputDataType(1)};
+  output_desc[3] = {uniform_list_shape(nsamples_, TensorShape<0>{}), DALI_INT32};
+  return true;
+}
+
+template <typename Backend>
+void Multimix<Backend>::ComputeFmixLevels(int i, const float *given_scores, unsigned char *levels,
+                                          FmixScratch &scratch) const {
+  const int64_t pixels = static_cast<int64_t>(spatial_.h) * spatial_.w;
+  const float *scores = given_scores;
+  if (!scores) {
+    scratch.scores.resize(pixels);
+    auto rng = this->GetSampleRNG(i);
+    rng.skipahead(kFmixStream);
+    ::multimix::fmix_score_map(rng, spatial_.h, spatial_.w, 3.0, scratch.scores.data(),
+                               scratch.spectrum);
+    scores = scratch.scores.data();
+  }
+  ::multimix::fmix_levels(scores, pixels, mix_[i].counts, k_, levels, scratch.keys,
+                          scratch.order);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU backend
+
+namespace {
+
+template <typename T>
+void BlendSpan(T *__restrict out, const T *__restrict a, const T *__restrict b, int64_t n,
+               float lam) {
+  for (int64_t e = 0; e < n; e++) out[e] = ::multimix::Blend<T>::apply(a[e], b[e], lam);
+}
+
+template <typename T>
+void CutmixImage(T *out, const T *own, const T *partner, const SpatialLayout &sp, const Box &box) {
+  const int64_t row = static_cast<int64_t>(sp.w) * sp.inner;
+  const int64_t x0 = box.x0 * sp.inner, x1 = box.x1 * sp.inner;
+  for (int64_t o = 0; o < sp.outer; o++) {
+    for (int y = 0; y < sp.h; y++) {
+      const int64_t off = (o * sp.h + y) * row;
+      if (y < box.y0 || y >= box.y1 || x0 == x1) {
+        std::memcpy(out + off, own + off, row * sizeof(T));
+      } else {
+        std::memcpy(out + off, own + off, x0 * sizeof(T));
+        std::memcpy(out + off + x0, partner + off + x0, (x1 - x0) * sizeof(T));
+        std::memcpy(out + off + x1, own + off + x1, (row - x1) * sizeof(T));
+      }
+    }
+  }
+}
+
+template <typename T>
+void FmixImage(T *__restrict out, const T *__restrict own, const T *__restrict partner,
+               const SpatialLayout &sp, const unsigned char *__restrict levels, int step) {
+  const int64_t pixels = static_cast<int64_t>(sp.h) * sp.w;
+  for (int64_t o = 0; o < sp.outer; o++) {
+    const int64_t base = o * pixels * sp.inner;
+    if (sp.inner == 1) {
+      for (int64_t p = 0; p < pixels; p++)
+        out[base + p] = ::multimix::fmix_takes(levels[p], step) ? partner[base + p] : own[base + p];
+    } else {
+      for (int64_t p = 0; p < pixels; p++) {
+        const T *src = ::multimix::fmix_takes(levels[p], step) ? partner : own;
+        for (int64_t c = 0; c < sp.inner; c++) {
+          int64_t e = base + p * sp.inner + c;
+          out[e] = src[e];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+template <>
+void Multimix<CPUBackend>::RunImpl(Workspace &ws) {
+  const auto &images = ws.Input<CPUBackend>(0);
+  auto &mixed = ws.Output<CPUBackend>(0);
+  if (!layout_.empty()) mixed.SetLayout(TensorLayout("F") + layout_);
+  auto &tp = ws.GetThreadPool();
+  const int64_t image_volume = ::dali::volume(sample_shape_);
+  const int64_t pixels = static_cast<int64_t>(spatial_.h) * spatial_.w;
+
+  const TensorList<CPUBackend> *fmix_scores =
+      has_fmix_scores_ ? &ws.ArgumentInput("fmix_scores") : nullptr;
+
+  TYPE_SWITCH(dtype_, type2id, T, (uint8_t, float16, float), (
+    for (int i = 0; i < nsamples_; i++) {
+      tp.AddWork([&, i](int) {
+        const SampleMix &m = mix_[i];
+        const T *own = images.tensor<T>(i);
+        const T *partner = images.tensor<T>(m.partner);
+        T *out = mixed.mutable_tensor<T>(i);
+        if (mode_ == kMixup) {
+          for (int s = 0; s < k_; s++)
+            BlendSpan(out + s * image_volume, own, partner, image_volume, m.lambdas[s]);
+        } else if (mode_ == kCutmix) {
+          for (int s = 0; s < k_; s++)
+            CutmixImage(out + s * image_volume, own, partner, spatial_, m.boxes[s]);
+        } else {
+          thread_local FmixScratch scratch;
+          thread_local std::vector<unsigned char> levels;
+          levels.resize(pixels);
+          ComputeFmixLevels(i, fmix_scores ? fmix_scores->tensor<float>(i) : nullptr,
+                            levels.data(), scratch);
+          for (int s = 0; s < k_; s++)
+            FmixImage(out + s * image_volume, own, partner, spatial_, levels.data(), s);
+        }
+      }, image_volume * k_);
+    }
+    tp.RunAll();
+  ), Fail("input `images`: unsupported dtype ", dtype_));  // NOLINT
+  FillHostOutputs(ws);
+}
+
+template <>
+void Multimix<CPUBackend>::FillHostOutputs(Workspace &ws) {
+  const auto &labels = ws.Input<CPUBackend>(1);
+  auto &weights = ws.Output<CPUBackend>(1);
+  auto &partner_labels = ws.Output<CPUBackend>(2);
+  auto &partners = ws.Output<CPUBackend>(3);
+  partner_labels.SetLayout(labels.GetLayout());
+  const size_t label_bytes =
+      nsamples_ ? volume(labels.shape()[0]) * TypeTable::GetTypeInfo(labels.type()).size() : 0;
+  for (int i = 0; i < nsamples_; i++) {
+    std::memcpy(weights.mutable_tensor<float>(i), mix_[i].weights, k_ * sizeof(float));
+    std::memcpy(partner_labels.raw_mutable_tensor(i), labels.raw_tensor(mix_[i].partner),
+                label_bytes);
+    *partners.mutable_tensor<int>(i) = mix_[i].partner;
+  }
+}
+
+// The shared members, for both backends (the GPU RunImpl lives in multimix.cu).
+template class Multimix<CPUBackend>;
+#ifdef MULTIMIX_WITH_CUDA
+template class Multimix<GPUBackend>;
+#endif
+
+DALI_REGISTER_OPERATOR(Multimix, Multimix<CPUBackend>, CPU);
+
+DALI_SCHEMA(Multimix)
+    .DocStr(R"code(Multi-mix: K ordered interpolations of every sample with a partner.
+
+Implements "Mixup Augmentation with Multiple Interpolations" (Shen et al.). For each sample x with
+partner x' (a fresh random permutation of the batch by default) it draws K mixing ratios
+lambda_1 <= ... <= lambda_K (K sorted draws from Beta(alpha, alpha)) and emits K mixed images:
+
+* ``mixup``:  (1 - lambda_k) x + lambda_k x'
+* ``cutmix``: x with the partner's pixels in box k; the K boxes share one random centre and box k
+  measures H*sqrt(lambda_k) x W*sqrt(lambda_k) (nested), clipped at the border.
+* ``fmix``:   x with the partner's pixels where one low-frequency Fourier noise map per sample
+  (FMix, decay power 3) is in its top lambda_k fraction (nested masks).
+
+Outputs: the mixed images (K, *input shape) with layout "F" + input layout and the input dtype
+(uint8 rounded half to even); the weights (K,) float32, the exact fraction taken from the partner
+(non-decreasing); the partner's label; the partner's index (int32).)code")
+    .NumInput(2)
+    .InputDox(0, "images", "TensorList",
+              "Samples of one shape, uint8/float16/float32. mixup: any layout; cutmix/fmix: a "
+              "layout with adjacent H and W (HWC, CHW, HW, ...).")
+    .InputDox(1, "labels", "TensorList",
+              "One label per sample: an integer class or a vector of (soft) label values.")
+    .NumOutput(4)
+    .AddOptionalArg("k", "Number of ordered interpolations per sample (1 to 64).", 5)
+    .AddOptionalArg("alpha", "Parameter of the Beta(alpha, alpha) mixing distribution.", 1.0f)
+    .AddOptionalArg("mode", "\"mixup\", \"cutmix\" or \"fmix\".", std::string("mixup"))
+    .AddOptionalArg("lambda_sampling",
+                    "\"sorted\": K sorted Beta draws (the paper). \"stratified\": one draw from "
+                    "each of K equal-probability strata of the Beta distribution.",
+                    std::string("sorted"))
+    .AddOptionalArg<std::vector<float>>(
+        "lambdas", "Per-sample override of the K mixing ratios (non-decreasing, in [0, 1]).",
+        nullptr, true)
+    .AddOptionalArg<int>("partners", "Per-sample override of the partner index.", nullptr, true)
+    .AddOptionalArg<std::vector<int>>(
+        "centers", "cutmix: per-sample override of the box centre (y, x) in pixels.", nullptr,
+        true)
+    .AddOptionalArg<std::vector<float>>(
+        "fmix_scores", "fmix: per-sample (H, W) score map replacing the Fourier noise.", nullptr,
+        true)
+    .AddRandomSeedArg()
+    .AddRandomStateArg();
+
+}  // namespace multimix_op
+}  // namespace dali

@@ -1,0 +1,111 @@
+// The multimix DALI operator: K ordered interpolations of each sample with a partner
+// (Shen et al., "Mixup Augmentation with Multiple Interpolations").
+//
+// This header holds what both backends share: argument parsing, validation (Setup), and the
+// per-iteration sampling of ratios, partners, centres and boxes. multimix.cc defines the schema
+// and the CPU RunImpl; multimix.cu the GPU RunImpl, which launches multimix_kernels.cuh.
+#ifndef DALI_MULTIMIX_CSRC_MULTIMIX_H_
+#define DALI_MULTIMIX_CSRC_MULTIMIX_H_
+
+#include <string>
+#include <vector>
+
+#include "dali/core/tensor_layout.h"
+#include "dali/operators/random/rng_base.h"
+#include "dali/pipeline/operator/operator.h"
+
+#include "multimix_math.h"
+#include "multimix_sampling.h"
+
+namespace dali {
+namespace multimix_op {
+
+using ::multimix::Box;
+using ::multimix::kMaxK;
+
+/// Everything drawn (or given) for one sample in one iteration.
+struct SampleMix {
+  int partner = 0;
+  int cy = 0, cx = 0;           // cutmix centre
+  float lambdas[kMaxK] = {};    // the mixing ratios, non-decreasing
+  float weights[kMaxK] = {};    // the exact fraction taken from the partner at each step
+  Box boxes[kMaxK] = {};        // cutmix
+  int64_t counts[kMaxK] = {};   // fmix: pixels taken from the partner
+};
+
+/// Where H and W are in a sample: elements are [outer, H, W, inner].
+struct SpatialLayout {
+  int h = 0, w = 0;
+  int64_t outer = 1, inner = 1;
+};
+
+/// Reports bad input: the message names the operator, the argument and, where it applies, the
+/// sample index. DALI turns the exception into a Python error; it never aborts the process.
+template <typename... Args>
+[[noreturn]] void Fail(const Args &...args) {
+  throw std::invalid_argument(make_string("multimix: ", args...));
+}
+
+/// Reusable buffers of the fmix mask computation.
+struct FmixScratch {
+  std::vector<float> scores;
+  std::vector<double> spectrum;
+  std::vector<uint64_t> keys, order;
+};
+
+int ParseMode(const std::string &mode);
+::multimix::LambdaSampling ParseLambdaSampling(const std::string &how);
+
+template <typename Backend>
+class Multimix : public rng::OperatorWithRng<Operator<Backend>> {
+  using Base = rng::OperatorWithRng<Operator<Backend>>;
+
+ public:
+  explicit Multimix(const OpSpec &spec);
+
+ protected:
+  bool SetupImpl(std::vector<OutputDesc> &output_desc, const Workspace &ws) override;
+  void RunImpl(Workspace &ws) override;
+
+  /// The fmix levels of sample i (h*w bytes) from `given_scores` (h*w) or, if null, fresh noise.
+  void ComputeFmixLevels(int i, const float *given_scores, unsigned char *levels,
+                         FmixScratch &scratch) const;
+
+  /// CPU: writes weights, partner labels and partner indices (outputs 1-3).
+  void FillHostOutputs(Workspace &ws);
+
+  using Base::spec_;
+
+  int k_;
+  float alpha_;
+  int mode_;
+  ::multimix::LambdaSampling lambda_sampling_;
+  bool has_lambdas_, has_partners_, has_centers_, has_fmix_scores_;
+
+  // per-iteration state, filled in SetupImpl
+  int nsamples_ = 0;
+  DALIDataType dtype_ = DALI_NO_TYPE;
+  TensorShape<> sample_shape_;
+  TensorLayout layout_;
+  SpatialLayout spatial_;
+  std::vector<SampleMix> mix_;
+
+ private:
+  void ValidateImages(const Workspace &ws);
+  void ValidateLabels(const Workspace &ws);
+  void SampleLambdas(const Workspace &ws);
+  void SamplePartners(const Workspace &ws);
+  void SampleCenters(const Workspace &ws);
+  void ComputeWeights();
+  void ValidateFmixScores(const Workspace &ws) const;
+};
+
+// Each backend specialises these (multimix.cc, multimix.cu).
+template <> void Multimix<CPUBackend>::RunImpl(Workspace &ws);
+template <> void Multimix<CPUBackend>::FillHostOutputs(Workspace &ws);
+template <> void Multimix<GPUBackend>::RunImpl(Workspace &ws);
+
+}  // namespace multimix_op
+}  // namespace dali
+
+#endif  // DALI_MULTIMIX_CSRC_MULTIMIX_H_

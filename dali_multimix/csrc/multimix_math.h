@@ -1,0 +1,154 @@
+// Per-element arithmetic of multi-mix (Shen et al., "Mixup Augmentation with Multiple Interpolations").
+//
+// This header is the single definition of how one output element is computed. It is used by the
+// CPU operator (multimix.cc), by the CUDA kernels (multimix_kernels.cuh) and, compiled by NVRTC,
+// by the GPU test on machines without DALI. It therefore includes nothing: no DALI, no standard
+// library. Everything here must give bit-identical results on the host and on the device.
+#ifndef DALI_MULTIMIX_CSRC_MULTIMIX_MATH_H_
+#define DALI_MULTIMIX_CSRC_MULTIMIX_MATH_H_
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define MULTIMIX_HD __host__ __device__ __forceinline__
+#else
+#define MULTIMIX_HD inline
+#endif
+
+namespace multimix {
+
+enum Mode : int { kMixup = 0, kCutmix = 1, kFmix = 2 };
+
+/// The largest number of interpolations per pair.
+constexpr int kMaxK = 64;
+
+/// A half-open box [y0, y1) x [x0, x1) in pixel coordinates.
+struct Box {
+  int y0, y1, x0, x1;
+};
+
+MULTIMIX_HD int clamp_int(int v, int lo, int hi) {
+  return v < lo ? lo : (v > hi ? hi : v);
+}
+
+MULTIMIX_HD double sqrt_double(double x) {
+#if defined(__CUDA_ARCH__)
+  return sqrt(x);  // IEEE correctly rounded on the device, as on the host
+#else
+  return __builtin_sqrt(x);
+#endif
+}
+
+/// Side of the cutmix box for a mixing ratio `lam`: round(size * sqrt(lam)), halves rounded up.
+MULTIMIX_HD int box_side(int size, float lam) {
+  double side = static_cast<double>(size) * sqrt_double(static_cast<double>(lam));
+  return static_cast<int>(side + 0.5);  // side >= 0, so truncation is floor
+}
+
+/// Box k of multi-mix cutmix: size H*sqrt(lam) x W*sqrt(lam) around the shared centre (cy, cx),
+/// clipped to the image. Boxes of non-decreasing `lam` around one centre are nested.
+MULTIMIX_HD Box nested_box(int h, int w, int cy, int cx, float lam) {
+  int bh = box_side(h, lam);
+  int bw = box_side(w, lam);
+  int y0 = cy - bh / 2;
+  int x0 = cx - bw / 2;
+  Box b;
+  b.y0 = clamp_int(y0, 0, h);
+  b.y1 = clamp_int(y0 + bh, 0, h);
+  b.x0 = clamp_int(x0, 0, w);
+  b.x1 = clamp_int(x0 + bw, 0, w);
+  return b;
+}
+
+/// The fraction of the image that the (clipped) box takes from the partner: the label weight.
+MULTIMIX_HD float box_weight(const Box &b, int h, int w) {
+  long long area = static_cast<long long>(b.y1 - b.y0) * (b.x1 - b.x0);
+  return static_cast<float>(static_cast<double>(area) / (static_cast<double>(h) * w));
+}
+
+MULTIMIX_HD bool in_box(const Box &b, int y, int x) {
+  return y >= b.y0 && y < b.y1 && x >= b.x0 && x < b.x1;
+}
+
+/// fmix: the partner fills pixel p at step k iff k >= level[p] (levels come from the ranking of
+/// the pixel's Fourier-noise score, see fmix_key). Nested by construction.
+MULTIMIX_HD bool fmix_takes(unsigned char level, int step) {
+  return step >= static_cast<int>(level);
+}
+
+/// A strict total order of pixels for the fmix mask: higher score first, ties by lower index.
+/// Smaller key = taken earlier. -0.0 and +0.0 count as equal.
+MULTIMIX_HD unsigned long long fmix_key(float score, unsigned int index) {
+  if (score == 0.0f) score = 0.0f;
+  unsigned int bits;
+#if defined(__CUDA_ARCH__)
+  bits = __float_as_uint(score);
+#else
+  __builtin_memcpy(&bits, &score, sizeof(bits));
+#endif
+  unsigned int ascending = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+  unsigned int descending = ~ascending;
+  return (static_cast<unsigned long long>(descending) << 32) | index;
+}
+
+/// Round half to even for 0 <= v <= 255, without the rounding-mode dependent rint().
+MULTIMIX_HD float round_half_even_u8(float v) {
+  v = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
+  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it leaves an integer ulp
+  v = v + magic;
+  return v - magic;
+}
+
+/// Input mixup of one element: (1 - lam) * a + lam * b, evaluated in float32 as written
+/// (no fused multiply-add: the CUDA code is compiled with --fmad=false).
+template <typename T>
+struct Blend {
+  static MULTIMIX_HD T apply(T a, T b, float lam) {
+    float r = (1.0f - lam) * static_cast<float>(a) + lam * static_cast<float>(b);
+    return static_cast<T>(r);
+  }
+};
+
+template <>
+struct Blend<unsigned char> {
+  static MULTIMIX_HD unsigned char apply(unsigned char a, unsigned char b, float lam) {
+    float r = (1.0f - lam) * static_cast<float>(a) + lam * static_cast<float>(b);
+    return static_cast<unsigned char>(round_half_even_u8(r));
+  }
+};
+
+/// Parameters of one output image: sample i mixed with its partner at step k.
+template <typename T>
+struct MixJob {
+  T *out;
+  const T *own;
+  const T *partner;
+  const unsigned char *levels;  // fmix: h*w per-pixel levels; unused otherwise
+  long long volume;             // elements per image
+  int mode;
+  int step;
+  float lam;                    // mixup ratio
+  Box box;                      // cutmix box
+  int h, w, inner;              // spatial extent and elements per pixel after W (C for HWC, 1 for CHW)
+};
+
+/// Spatial coordinates of flat element e of an image laid out as [outer, H, W, inner].
+MULTIMIX_HD void element_yx(long long e, int h, int w, int inner, int *y, int *x) {
+  long long pixel = e / inner;
+  *x = static_cast<int>(pixel % w);
+  *y = static_cast<int>((pixel / w) % h);
+}
+
+/// Output element e of a job: the definition that both backends implement.
+template <typename T>
+MULTIMIX_HD T mix_element(const MixJob<T> &job, long long e) {
+  if (job.mode == kMixup)
+    return Blend<T>::apply(job.own[e], job.partner[e], job.lam);
+  int y, x;
+  element_yx(e, job.h, job.w, job.inner, &y, &x);
+  bool take = job.mode == kCutmix ? in_box(job.box, y, x)
+                                  : fmix_takes(job.levels[y * job.w + x], job.step);
+  return take ? job.partner[e] : job.own[e];
+}
+
+}  // namespace multimix
+
+#endif  // DALI_MULTIMIX_CSRC_MULTIMIX_MATH_H_

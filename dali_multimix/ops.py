@@ -1,0 +1,187 @@
+"""The multimix operator for use inside any DALI pipeline.
+
+``multimix(images, labels, k=5)`` returns, per sample, K ordered interpolations with a partner
+(Shen et al., "Mixup Augmentation with Multiple Interpolations", Sec. III), their label weights,
+the partner's label and the partner's index. Arguments are validated here, at graph-build time;
+what can only be known from the data (shapes, dtypes, per-sample overrides) is validated by the
+operator at run time, with the argument's name and the sample index in the message.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import NamedTuple, Sequence, Union
+
+from nvidia.dali import fn
+from nvidia.dali.data_node import DataNode
+
+MODES = ("mixup", "cutmix", "fmix")
+LAMBDA_SAMPLINGS = ("sorted", "stratified")
+MAX_K = 64
+
+
+class MultimixOutputs(NamedTuple):
+    """Per-sample outputs of :func:`multimix` (B samples in, B samples out).
+
+    images:          (K, *input shape), layout "F" + input layout, the input dtype.
+    weights:         (K,) float32, fraction taken from the partner at each step, non-decreasing.
+    partner_labels:  the partner's label (same shape and dtype as ``labels``).
+    partners:        () int32, the partner's index in the batch.
+    """
+
+    images: DataNode
+    weights: DataNode
+    partner_labels: DataNode
+    partners: DataNode
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_node(name: str, value: object) -> DataNode:
+    if not isinstance(value, DataNode):
+        raise TypeError(f"multimix: `{name}` must be a DALI DataNode (an output of another "
+                        f"operator); got {type(value).__name__}")
+    return value
+
+
+def _check_arg_node(name: str, value: DataNode) -> DataNode:
+    if value.device != "cpu":
+        raise ValueError(f"multimix: argument `{name}` must be a CPU DataNode (DALI argument "
+                         f"inputs live on the CPU); got a {value.device} DataNode")
+    return value
+
+
+def _check_lambdas(lambdas: Union[DataNode, Sequence[float]], k: int):
+    if isinstance(lambdas, DataNode):
+        return _check_arg_node("lambdas", lambdas)
+    try:
+        values = [float(v) for v in lambdas]
+    except TypeError:
+        raise TypeError(f"multimix: `lambdas` must be a DataNode or a sequence of {k} floats; "
+                        f"got {type(lambdas).__name__}") from None
+    if len(values) != k:
+        raise ValueError(f"multimix: `lambdas` must hold k={k} values; got {len(values)}")
+    for i, v in enumerate(values):
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"multimix: `lambdas` must lie in [0, 1]; value {i} is {v}")
+        if i and v < values[i - 1]:
+            raise ValueError(f"multimix: `lambdas` must be non-decreasing (the interpolations are "
+                             f"ordered); value {i} ({v}) < value {i - 1} ({values[i - 1]})")
+    return values
+
+
+def _check_centers(centers: Union[DataNode, Sequence[int]]):
+    if isinstance(centers, DataNode):
+        return _check_arg_node("centers", centers)
+    values = list(centers) if isinstance(centers, (list, tuple)) else None
+    if values is None or len(values) != 2 or not all(_is_int(v) and v >= 0 for v in values):
+        raise ValueError(f"multimix: `centers` must be a DataNode or (y, x), two integers >= 0; "
+                         f"got {centers!r}")
+    return [int(v) for v in values]
+
+
+def multimix(
+    images: DataNode,
+    labels: DataNode,
+    *,
+    k: int = 5,
+    alpha: float = 1.0,
+    mode: str = "mixup",
+    lambda_sampling: str = "sorted",
+    lambdas: Union[DataNode, Sequence[float], None] = None,
+    partners: Union[DataNode, int, None] = None,
+    centers: Union[DataNode, Sequence[int], None] = None,
+    fmix_scores: Union[DataNode, None] = None,
+    seed: Union[int, None] = None,
+) -> MultimixOutputs:
+    """K ordered interpolations of every sample with a partner, inside a DALI pipeline.
+
+    Multi-mix (Shen et al., "Mixup Augmentation with Multiple Interpolations"): for a sample x and
+    its partner x' (by default a fresh random permutation of the batch each iteration), draw
+    lambda_1 <= ... <= lambda_K and emit, for k = 1..K,
+
+    * ``mode="mixup"``:  (1 - lambda_k) x + lambda_k x'  (any layout and rank, e.g. spectrograms);
+    * ``mode="cutmix"``: x with the partner's pixels inside box k; the K boxes share one random
+      centre, box k measures H*sqrt(lambda_k) x W*sqrt(lambda_k), clipped (nested boxes);
+    * ``mode="fmix"``:   x with the partner's pixels where the sample's FMix low-frequency noise map
+      (decay power 3) is in its top lambda_k fraction (nested masks).
+
+    ``k=1`` is plain mixup / cutmix / fmix. Works on CPU and GPU DataNodes (uint8, float16,
+    float32; layouts such as HWC or CHW; cutmix and fmix need H and W in the layout).
+
+    Args:
+        images: batch of B samples of one shape (e.g. (H, W, C)).
+        labels: B labels: an integer class or a float vector (soft/one-hot) per sample.
+        k: number of interpolations per sample, 1 to 64 (the paper's default is 5).
+        alpha: the mixing distribution is Beta(alpha, alpha).
+        mode: "mixup", "cutmix" or "fmix".
+        lambda_sampling: "sorted" (K sorted Beta draws, the paper) or "stratified" (one draw from
+            each of K equal-probability strata of the Beta distribution).
+        lambdas: override of the ratios: K non-decreasing floats in [0, 1] for every sample, or a
+            CPU DataNode with K float32 per sample.
+        partners: override of the pairing: one index for every sample, or a CPU DataNode with an
+            int32 index per sample.
+        centers: cutmix only: override of the box centre, (y, x) in pixels, or a CPU DataNode
+            of two int32 per sample.
+        fmix_scores: fmix only: a CPU DataNode of (H, W) float32 score maps replacing the noise.
+        seed: random seed of the operator (default: DALI picks one from the pipeline seed).
+
+    Returns:
+        MultimixOutputs(images (K, *shape), weights (K,), partner_labels, partners ()): per sample.
+        Flatten (B, K, ...) to (B*K, ...) for the model; the target of row (b, k) is
+        (1 - weights[b, k]) * y_b + weights[b, k] * partner_labels[b].
+    """
+    _check_node("images", images)
+    _check_node("labels", labels)
+    if not _is_int(k) or not 1 <= k <= MAX_K:
+        raise ValueError(f"multimix: `k` must be an integer from 1 to {MAX_K}; got {k!r}")
+    if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool) or not (
+        math.isfinite(alpha) and alpha > 0
+    ):
+        raise ValueError(f"multimix: `alpha` must be a finite number > 0; got {alpha!r}")
+    if mode not in MODES:
+        raise ValueError(f"multimix: `mode` must be one of {MODES}; got {mode!r}")
+    if lambda_sampling not in LAMBDA_SAMPLINGS:
+        raise ValueError(f"multimix: `lambda_sampling` must be one of {LAMBDA_SAMPLINGS}; "
+                         f"got {lambda_sampling!r}")
+    if images.device not in ("cpu", "gpu"):
+        raise ValueError(f"multimix: `images` must be a CPU or GPU DataNode; got a "
+                         f"{images.device} DataNode")
+    if images.device == "gpu" and labels.device == "cpu":
+        labels = labels.gpu()
+    elif images.device == "cpu" and labels.device != "cpu":
+        raise ValueError(f"multimix: `labels` is a {labels.device} DataNode but `images` is on the "
+                         f"CPU; keep both on the CPU or move `images` to the GPU")
+
+    kwargs = dict(k=int(k), alpha=float(alpha), mode=mode, lambda_sampling=lambda_sampling)
+    if lambdas is not None:
+        kwargs["lambdas"] = _check_lambdas(lambdas, k)
+    if partners is not None:
+        if isinstance(partners, DataNode):
+            kwargs["partners"] = _check_arg_node("partners", partners)
+        elif _is_int(partners) and partners >= 0:
+            kwargs["partners"] = int(partners)
+        else:
+            raise ValueError(f"multimix: `partners` must be a DataNode or an index >= 0; "
+                             f"got {partners!r}")
+    if centers is not None:
+        if mode != "cutmix":
+            raise ValueError(f"multimix: `centers` applies to mode 'cutmix' only; mode is {mode!r}")
+        kwargs["centers"] = _check_centers(centers)
+    if fmix_scores is not None:
+        if mode != "fmix":
+            raise ValueError(f"multimix: `fmix_scores` applies to mode 'fmix' only; "
+                             f"mode is {mode!r}")
+        if not isinstance(fmix_scores, DataNode):
+            raise TypeError(f"multimix: `fmix_scores` must be a CPU DataNode of (H, W) float32 "
+                            f"maps; got {type(fmix_scores).__name__}")
+        kwargs["fmix_scores"] = _check_arg_node("fmix_scores", fmix_scores)
+    if seed is not None:
+        if not _is_int(seed) or seed < 0:
+            raise ValueError(f"multimix: `seed` must be an integer >= 0 or None; got {seed!r}")
+        kwargs["seed"] = int(seed)
+
+    outputs = fn.multimix(images, labels, device=images.device, **kwargs)
+    return MultimixOutputs(*outputs)
