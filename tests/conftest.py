@@ -1,0 +1,96 @@
+"""Shared fixtures: real photos, batches, and a helper that runs a real DALI pipeline."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from nvidia.dali import fn, pipeline_def
+
+import dali_multimix
+
+
+def cuda_available() -> bool:
+    try:
+        import cupy
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # no driver, no cupy, no device
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def photos() -> np.ndarray:
+    """Four real photos from scikit-image, centre-cropped and resized to (64, 64, 3) uint8."""
+    from PIL import Image
+    from skimage import data
+
+    out = []
+    for img in (data.chelsea(), data.coffee(), data.astronaut(), data.rocket()):
+        h, w = img.shape[:2]
+        s = min(h, w)
+        crop = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+        out.append(np.asarray(Image.fromarray(crop).resize((64, 64), Image.BILINEAR)))
+    return np.stack(out)
+
+
+def to_layout(batch_hwc: np.ndarray, layout: str) -> np.ndarray:
+    """(B, H, W, C) -> the sample layout HWC, CHW or HW (grey)."""
+    if layout == "HWC":
+        return batch_hwc
+    if layout == "CHW":
+        return np.ascontiguousarray(batch_hwc.transpose(0, 3, 1, 2))
+    if layout == "HW":
+        return np.ascontiguousarray(batch_hwc[..., 0])
+    raise ValueError(layout)
+
+
+def _batch_source(values):
+    return lambda: list(values)
+
+
+def run_multimix(images, labels, *, device="cpu", layout="HWC", num_threads=2, seed=1234,
+                 iterations=1, arg_inputs=None, **kwargs):
+    """Runs multimix in a real DALI pipeline over the given batch; returns per-iteration lists of
+    numpy arrays (mixed (B, K, ...), weights (B, K), partner_labels, partners (B,)).
+
+    `arg_inputs` maps argument names (lambdas, partners, centers, fmix_scores) to per-sample arrays
+    fed through external_source, as a user would from a data source.
+    """
+    arg_inputs = arg_inputs or {}
+    batch = len(images)
+
+    @pipeline_def(batch_size=batch, num_threads=num_threads, device_id=0 if device == "gpu" else None,
+                  seed=seed, prefetch_queue_depth=1)
+    def pipe():
+        x = fn.external_source(source=_batch_source(images), batch=True, layout=layout or None)
+        y = fn.external_source(source=_batch_source(labels), batch=True)
+        if device == "gpu":
+            x = x.gpu()
+        extra = {name: fn.external_source(source=_batch_source(value), batch=True)
+                 for name, value in arg_inputs.items()}
+        return tuple(dali_multimix.multimix(x, y, **extra, **kwargs))
+
+    p = pipe()
+    p.build()
+    results = []
+    for _ in range(iterations):
+        outs = p.run()
+        arrays = []
+        for o in outs:
+            if device == "gpu":
+                o = o.as_cpu()
+            arrays.append(np.stack([np.array(o[i]) for i in range(batch)]))
+        results.append(arrays)
+    return results
+
+
+@pytest.fixture
+def int_labels():
+    return lambda b: [np.array(i, dtype=np.int32) for i in range(b)]

@@ -1,0 +1,127 @@
+"""The operator against the independent reference, fed the same ratios, partners, centres and
+noise: uint8 exactly, float16/float32 within 1e-6."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import run_multimix, to_layout
+from reference import multimix_reference
+
+
+def batch_of(photos: np.ndarray, batch: int, dtype, layout: str) -> np.ndarray:
+    idx = np.arange(batch) % len(photos)
+    imgs = photos[idx].copy()
+    imgs[len(photos):] = 255 - imgs[len(photos):]  # keep repeated photos distinct
+    imgs = to_layout(imgs, layout)
+    if dtype == np.uint8:
+        return imgs
+    return ((imgs.astype(np.float32) - 120.0) / 60.0).astype(dtype)  # normalised, as pipelines mix
+
+
+def given_parameters(rng: np.random.Generator, batch: int, k: int, h: int, w: int):
+    lambdas = np.sort(rng.beta(1.0, 1.0, size=(batch, k)), axis=1).astype(np.float32)
+    lambdas[0] = np.linspace(0.0, 1.0, k) if k > 1 else [1.0]  # include the end points
+    partners = rng.permutation(batch).astype(np.int32)
+    centers = np.stack([rng.integers(0, h, batch), rng.integers(0, w, batch)], 1).astype(np.int32)
+    scores = rng.normal(size=(batch, h, w)).astype(np.float32)
+    scores[:, :2, :2] = 0.5  # ties, broken by pixel index
+    return lambdas, partners, centers, scores
+
+
+def check_against_reference(mixed, weights, expected, expected_weights, dtype):
+    if dtype == np.uint8:
+        np.testing.assert_array_equal(mixed, expected)
+    else:
+        np.testing.assert_allclose(mixed.astype(np.float32), expected.astype(np.float32),
+                                   rtol=0, atol=1e-6 if dtype == np.float32 else 1e-3)
+    np.testing.assert_allclose(weights, expected_weights, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["mixup", "cutmix", "fmix"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float16, np.float32])
+@pytest.mark.parametrize("layout", ["HWC", "CHW"])
+@pytest.mark.parametrize("batch", [1, 3, 6])
+def test_given_parameters_match_reference(photos, mode, dtype, layout, batch):
+    k = 5
+    rng = np.random.default_rng(hash((mode, str(dtype), layout, batch)) % 2**32)
+    images = batch_of(photos, batch, dtype, layout)
+    h, w = photos.shape[1:3]
+    lambdas, partners, centers, scores = given_parameters(rng, batch, k, h, w)
+    labels = [np.array(i, np.int32) for i in range(batch)]
+    args = {"lambdas": lambdas, "partners": partners}
+    if mode == "cutmix":
+        args["centers"] = centers
+    if mode == "fmix":
+        args["fmix_scores"] = scores
+    [(mixed, weights, partner_labels, partner_idx)] = run_multimix(
+        images, labels, layout=layout, k=k, mode=mode, arg_inputs=args)
+
+    expected, expected_weights = multimix_reference(
+        np, images, lambdas, partners, mode=mode, layout=layout, centers=centers,
+        fmix_scores=scores)
+    assert mixed.shape == (batch, k) + images.shape[1:]
+    assert mixed.dtype == images.dtype
+    check_against_reference(mixed, weights, expected, expected_weights, dtype)
+    np.testing.assert_array_equal(partner_idx, partners)
+    np.testing.assert_array_equal(partner_labels, partners)  # label i is i
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_mixup_any_rank_spectrogram(dtype):
+    """mixup needs no H/W: a 2-D (freq, time) map with no layout, and a 1-D signal."""
+    rng = np.random.default_rng(3)
+    for shape in [(40, 101), (16000,)]:
+        raw = rng.integers(0, 256, size=(5,) + shape)
+        images = raw.astype(dtype)
+        lambdas = np.sort(rng.random((5, 3)), 1).astype(np.float32)
+        partners = np.array([4, 3, 2, 1, 0], np.int32)
+        [(mixed, weights, _, _)] = run_multimix(
+            images, [np.array(i, np.int64) for i in range(5)], layout="", k=3,
+            arg_inputs={"lambdas": lambdas, "partners": partners})
+        expected, expected_weights = multimix_reference(np, images, lambdas, partners, mode="mixup")
+        check_against_reference(mixed, weights, expected, expected_weights, dtype)
+
+
+@pytest.mark.parametrize("mode", ["cutmix", "fmix"])
+def test_grey_hw_layout(photos, mode):
+    images = to_layout(photos, "HW")
+    rng = np.random.default_rng(11)
+    lambdas, partners, centers, scores = given_parameters(rng, 4, 4, 64, 64)
+    args = {"lambdas": lambdas, "partners": partners}
+    args.update({"centers": centers} if mode == "cutmix" else {"fmix_scores": scores})
+    [(mixed, weights, _, _)] = run_multimix(images, [np.array(i, np.int32) for i in range(4)],
+                                            layout="HW", k=4, mode=mode, arg_inputs=args)
+    expected, expected_weights = multimix_reference(np, images, lambdas, partners, mode=mode,
+                                                    layout="HW", centers=centers,
+                                                    fmix_scores=scores)
+    check_against_reference(mixed, weights, expected, expected_weights, np.uint8)
+
+
+def test_random_mixup_matches_reference_fed_its_own_draws(photos):
+    """Default randomness: the op's reported ratios and partners reproduce its images."""
+    images = batch_of(photos, 7, np.uint8, "HWC")
+    [(mixed, weights, _, partners)] = run_multimix(images, [np.array(i) for i in range(7)], k=5)
+    expected, _ = multimix_reference(np, images, weights, partners, mode="mixup")
+    np.testing.assert_array_equal(mixed, expected)
+
+
+def test_soft_labels_follow_the_partner(photos):
+    images = batch_of(photos, 5, np.float32, "HWC")
+    soft = np.eye(10, dtype=np.float32)[[3, 1, 4, 1, 5]] * 0.9 + 0.01
+    [(_, _, partner_labels, partners)] = run_multimix(images, list(soft), k=2, mode="cutmix")
+    np.testing.assert_array_equal(partner_labels, soft[partners])
+    assert partner_labels.dtype == np.float32
+
+
+def test_constant_overrides(photos):
+    """Python constants for lambdas / partners / centers apply to every sample."""
+    images = batch_of(photos, 3, np.uint8, "HWC")
+    [(mixed, weights, _, partners)] = run_multimix(
+        images, [np.array(i) for i in range(3)], k=3, mode="cutmix", lambdas=[0.1, 0.5, 0.9],
+        partners=2, centers=[10, 20])
+    np.testing.assert_array_equal(partners, [2, 2, 2])
+    expected, expected_weights = multimix_reference(
+        np, images, np.tile([0.1, 0.5, 0.9], (3, 1)), [2, 2, 2], mode="cutmix", layout="HWC",
+        centers=[(10, 20)] * 3)
+    check_against_reference(mixed, weights, expected, expected_weights, np.uint8)
