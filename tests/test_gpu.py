@@ -29,10 +29,7 @@ def kernel_module():
     import cupy
 
     options = ["--std=c++17", "--fmad=false", f"-I{CSRC}"]
-    cuda_include = Path(cupy.cuda.get_cuda_path() or "/usr/local/cuda") / "include"
-    if cuda_include.is_dir():
-        options.append(f"-I{cuda_include}")
-    names = [f"multimix::MixKernel<{t}>" for t in ("unsigned char", "__half", "float")]
+    names = [f"multimix::MixKernel<{t}>" for t in ("unsigned char", "multimix::Half", "float")]
     return cupy.RawModule(code='#include "multimix_kernels.cuh"\n', options=tuple(options),
                           name_expressions=names), names
 

@@ -8,27 +8,23 @@ from pathlib import Path
 import pytest
 
 CSRC = Path(__file__).resolve().parents[1] / "dali_multimix" / "csrc"
-KERNELS = ["multimix::MixKernel<unsigned char>", "multimix::MixKernel<__half>",
+KERNELS = ["multimix::MixKernel<unsigned char>", "multimix::MixKernel<multimix::Half>",
            "multimix::MixKernel<float>", "multimix::CopyBytesKernel"]
 
 
-def test_kernel_headers_include_no_dali():
+def test_kernel_headers_include_nothing_but_each_other():
     for name in ("multimix_math.h", "multimix_kernels.cuh"):
         includes = re.findall(r'#include\s+[<"]([^>"]+)[>"]', (CSRC / name).read_text())
-        assert all(not inc.startswith("dali/") for inc in includes), (name, includes)
+        assert set(includes) <= {"multimix_math.h"}, (name, includes)
 
 
 def test_kernels_compile_with_nvrtc():
     nvrtc = pytest.importorskip("cuda.bindings.nvrtc")
-    cuda_include = Path("/usr/local/cuda/include")
-    if not (cuda_include / "cuda_fp16.h").exists():
-        pytest.skip("no CUDA toolkit headers at /usr/local/cuda/include")
     err, prog = nvrtc.nvrtcCreateProgram(b'#include "multimix_kernels.cuh"\n', b"multimix.cu", 0, [], [])
     assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS
     for name in KERNELS:
         nvrtc.nvrtcAddNameExpression(prog, name.encode())
-    options = [b"--std=c++17", b"--fmad=false", f"-I{CSRC}".encode(), f"-I{cuda_include}".encode(),
-               b"-arch=compute_75"]
+    options = [b"--std=c++17", b"--fmad=false", f"-I{CSRC}".encode(), b"-arch=compute_75"]
     (result,) = nvrtc.nvrtcCompileProgram(prog, len(options), options)
     _, size = nvrtc.nvrtcGetProgramLogSize(prog)
     log = b" " * size

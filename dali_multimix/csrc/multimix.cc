@@ -320,10 +320,33 @@ void Multimix<Backend>::ComputeFmixLevels(int i, const float *given_scores, unsi
 
 namespace {
 
+// The mixup loop, written over __restrict pointers so that it vectorises; an AVX2 build of the
+// same loop is picked at run time where the CPU has it (no FMA: results are identical).
+#define MULTIMIX_BLEND_LOOP                 \
+  for (int64_t e = 0; e < n; e++)           \
+    out[e] = ::multimix::Blend<T>::apply(a[e], b[e], lam);
+
 template <typename T>
-void BlendSpan(T *__restrict out, const T *__restrict a, const T *__restrict b, int64_t n,
-               float lam) {
-  for (int64_t e = 0; e < n; e++) out[e] = ::multimix::Blend<T>::apply(a[e], b[e], lam);
+void BlendSpanDefault(T *__restrict out, const T *__restrict a, const T *__restrict b, int64_t n,
+                      float lam) {
+  MULTIMIX_BLEND_LOOP
+}
+
+#if defined(__x86_64__)
+template <typename T>
+__attribute__((target("avx2"))) void BlendSpanAvx2(T *__restrict out, const T *__restrict a,
+                                                   const T *__restrict b, int64_t n, float lam) {
+  MULTIMIX_BLEND_LOOP
+}
+#endif
+
+template <typename T>
+void BlendSpan(T *out, const T *a, const T *b, int64_t n, float lam) {
+#if defined(__x86_64__)
+  static const bool has_avx2 = __builtin_cpu_supports("avx2");
+  if (has_avx2) return BlendSpanAvx2(out, a, b, n, lam);
+#endif
+  BlendSpanDefault(out, a, b, n, lam);
 }
 
 template <typename T>
@@ -380,12 +403,13 @@ void Multimix<CPUBackend>::RunImpl(Workspace &ws) {
       has_fmix_scores_ ? &ws.ArgumentInput("fmix_scores") : nullptr;
 
   TYPE_SWITCH(dtype_, type2id, T, (uint8_t, float16, float), (
+    using S = typename StorageType<T>::type;
     for (int i = 0; i < nsamples_; i++) {
       tp.AddWork([&, i](int) {
         const SampleMix &m = mix_[i];
-        const T *own = images.tensor<T>(i);
-        const T *partner = images.tensor<T>(m.partner);
-        T *out = mixed.mutable_tensor<T>(i);
+        const S *own = reinterpret_cast<const S *>(images.tensor<T>(i));
+        const S *partner = reinterpret_cast<const S *>(images.tensor<T>(m.partner));
+        S *out = reinterpret_cast<S *>(mixed.mutable_tensor<T>(i));
         if (mode_ == kMixup) {
           for (int s = 0; s < k_; s++)
             BlendSpan(out + s * image_volume, own, partner, image_volume, m.lambdas[s]);

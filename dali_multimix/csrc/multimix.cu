@@ -16,10 +16,6 @@ namespace multimix_op {
 
 namespace {
 
-// dali::float16 and CUDA's __half share their bit layout; the kernels use __half.
-template <typename T> struct DeviceType { using type = T; };
-template <> struct DeviceType<float16> { using type = __half; };
-
 constexpr int kBlock = 256;
 
 dim3 GridFor(int64_t max_elements, int njobs) {
@@ -62,7 +58,7 @@ void Multimix<GPUBackend>::RunImpl(Workspace &ws) {
   }
 
   TYPE_SWITCH(dtype_, type2id, T, (uint8_t, float16, float), (
-    using D = typename DeviceType<T>::type;
+    using D = typename StorageType<T>::type;
     std::vector<::multimix::MixJob<D>> jobs;
     jobs.reserve(nsamples_ * k_);
     for (int i = 0; i < nsamples_; i++) {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "dali/core/float16.h"
 #include "dali/core/tensor_layout.h"
 #include "dali/operators/random/rng_base.h"
 #include "dali/pipeline/operator/operator.h"
@@ -22,6 +23,10 @@ namespace multimix_op {
 
 using ::multimix::Box;
 using ::multimix::kMaxK;
+
+/// The element type the shared math works on: DALI's float16 is stored as ::multimix::Half.
+template <typename T> struct StorageType { using type = T; };
+template <> struct StorageType<float16> { using type = ::multimix::Half; };
 
 /// Everything drawn (or given) for one sample in one iteration.
 struct SampleMix {

@@ -4,8 +4,6 @@
 #ifndef DALI_MULTIMIX_CSRC_MULTIMIX_KERNELS_CUH_
 #define DALI_MULTIMIX_CSRC_MULTIMIX_KERNELS_CUH_
 
-#include <cuda_fp16.h>
-
 #include "multimix_math.h"
 
 namespace multimix {

@@ -102,13 +102,74 @@ MULTIMIX_HD unsigned char round_to_u8(float v) {
   return static_cast<unsigned char>(i);
 }
 
+MULTIMIX_HD unsigned int float_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  unsigned int u;
+  __builtin_memcpy(&u, &f, sizeof(u));
+  return u;
+#endif
+}
+
+MULTIMIX_HD float bits_float(unsigned int u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float f;
+  __builtin_memcpy(&f, &u, sizeof(f));
+  return f;
+#endif
+}
+
+/// IEEE binary16 storage. Conversions are done here, in software, so that host and device (and
+/// numpy's float16) agree bit for bit whatever half library the host build brings.
+struct Half {
+  unsigned short bits;
+};
+
+/// binary16 -> float32, exact.
+MULTIMIX_HD float half_to_float(Half h) {
+  const unsigned int exp_mask = 0x7C00u << 13;
+  unsigned int u = (static_cast<unsigned int>(h.bits) & 0x7FFFu) << 13;
+  const unsigned int exp = u & exp_mask;
+  u += (127u - 15u) << 23;               // rebias the exponent
+  if (exp == exp_mask) {                 // inf / NaN
+    u += (128u - 16u) << 23;
+  } else if (exp == 0) {                 // zero / subnormal: renormalise through float arithmetic
+    u += 1u << 23;
+    u = float_bits(bits_float(u) - bits_float(113u << 23));
+  }
+  return bits_float(u | ((static_cast<unsigned int>(h.bits) & 0x8000u) << 16));
+}
+
+/// float32 -> binary16, rounding to nearest, ties to even (as numpy and __float2half_rn).
+MULTIMIX_HD Half float_to_half(float f) {
+  unsigned int u = float_bits(f);
+  const unsigned int sign = u & 0x80000000u;
+  u ^= sign;
+  unsigned int h;
+  if (u >= (127u + 16u) << 23) {         // |f| >= 65536, inf or NaN
+    h = u > 0x7F800000u ? 0x7E00u : 0x7C00u;
+  } else if (u < 113u << 23) {           // the result is subnormal or zero: let the FPU round
+    const unsigned int magic = ((127u - 15u) + (23u - 10u) + 1u) << 23;
+    h = float_bits(bits_float(u) + bits_float(magic)) - magic;
+  } else {                               // normal: rebias and round the 13 dropped bits to even
+    const unsigned int odd = (u >> 13) & 1u;
+    u += ((15u - 127u) << 23) + 0xFFFu + odd;
+    h = u >> 13;                         // a carry into the exponent gives inf when due
+  }
+  Half r;
+  r.bits = static_cast<unsigned short>(h | (sign >> 16));
+  return r;
+}
+
 /// Input mixup of one element: (1 - lam) * a + lam * b, evaluated in float32 as written
 /// (no fused multiply-add: the CUDA code is compiled with --fmad=false).
 template <typename T>
 struct Blend {
   static MULTIMIX_HD T apply(T a, T b, float lam) {
-    float r = (1.0f - lam) * static_cast<float>(a) + lam * static_cast<float>(b);
-    return static_cast<T>(r);
+    return (1.0f - lam) * a + lam * b;
   }
 };
 
@@ -117,6 +178,13 @@ struct Blend<unsigned char> {
   static MULTIMIX_HD unsigned char apply(unsigned char a, unsigned char b, float lam) {
     float r = (1.0f - lam) * static_cast<float>(a) + lam * static_cast<float>(b);
     return round_to_u8(r);
+  }
+};
+
+template <>
+struct Blend<Half> {
+  static MULTIMIX_HD Half apply(Half a, Half b, float lam) {
+    return float_to_half((1.0f - lam) * half_to_float(a) + lam * half_to_float(b));
   }
 };
 
