@@ -108,7 +108,7 @@ def main() -> None:
             t_feed = best_ms(dali_runner(x, args.k, None, args.threads), args.repeats)
             xt = torch.from_numpy(x)
             gen = torch.Generator().manual_seed(0)
-            for mode in ("mixup", "cutmix"):
+            for mode in ("mixup", "cutmix", "fmix"):
                 t_pipe = best_ms(dali_runner(x, args.k, mode, args.threads), args.repeats)
                 t_op = max(t_pipe - t_feed, 1e-3)
                 row = dict(size=f"{side}x{side}x3", dtype=np.dtype(dtype).name, mode=mode,
@@ -116,7 +116,7 @@ def main() -> None:
                 if mode == "mixup":
                     row["numpy"] = best_ms(lambda: numpy_mixup(x, args.k, rng), args.repeats)
                     row["torch"] = best_ms(lambda: torch_mixup(xt, args.k, gen), args.repeats)
-                if dtype == np.float32:  # timm / torchvision mix float tensors
+                if dtype == np.float32 and mode != "fmix":  # timm / torchvision: float, no fmix
                     row["timm xK"] = best_ms(timm_k_times(xt, args.k, mode), args.repeats)
                     row["torchvision xK"] = best_ms(torchvision_k_times(xt, args.k, mode),
                                                     args.repeats)

@@ -1,7 +1,10 @@
 """The operator against the independent reference, fed the same ratios, partners, centres and
-noise: uint8 exactly, float16/float32 within 1e-6."""
+noise: uint8 and float16 exactly, float32 within 1e-6."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -141,3 +144,44 @@ def test_float16_mixup_rounds_like_numpy_over_every_finite_half():
                                       arg_inputs={"lambdas": lambdas, "partners": partners})
     expected, _ = multimix_reference(np, images, lambdas, partners, mode="mixup")
     np.testing.assert_array_equal(mixed.view(np.uint16), expected.view(np.uint16))
+
+
+def test_portable_loop_matches_reference_too():
+    """The CPU backend picks a hand-vectorised AVX2 loop where it can; the portable loop (forced
+    by DALI_MULTIMIX_NO_AVX2=1 in a fresh process) must pass the same reference tests."""
+    env = dict(os.environ, DALI_MULTIMIX_NO_AVX2="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+         "-k", "(given_parameters and mixup) or spectrogram or every_finite_half"],
+        env=env, capture_output=True, text=True, timeout=600, cwd=os.path.dirname(__file__))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "deselected" in result.stdout
+
+
+@pytest.mark.parametrize("case", ["all_equal", "two_values", "outlier", "tiny_range", "signed_zeros",
+                                  "huge_range"])
+def test_fmix_thresholds_on_adversarial_scores(case):
+    """The K nested masks take exactly the top round(lambda*H*W) pixels (ties by index) however
+    the scores are spread: ties everywhere, one outlier squeezing the rest into one bin, ranges
+    too narrow to divide, +0/-0, values from 1e-30 to 1e30."""
+    rng = np.random.default_rng(zlib.crc32(case.encode()))
+    h, w, batch, k = 24, 20, 3, 6
+    scores = {
+        "all_equal": np.ones((batch, h, w)),
+        "two_values": rng.integers(0, 2, (batch, h, w)).astype(np.float64),
+        "outlier": np.concatenate([rng.normal(size=(batch, h * w - 1)), np.full((batch, 1), 1e30)],
+                                  1).reshape(batch, h, w),
+        "tiny_range": 1.0 + rng.integers(0, 3, (batch, h, w)) * np.finfo(np.float32).eps,
+        "signed_zeros": np.where(rng.random((batch, h, w)) < 0.5, -0.0, 0.0),
+        "huge_range": np.sign(rng.normal(size=(batch, h, w))) * 10.0 ** rng.uniform(-30, 30, (batch, h, w)),
+    }[case].astype(np.float32)
+    images = np.stack([np.full((h, w, 1), 10 * (i + 1), np.uint8) for i in range(batch)])
+    lambdas = np.sort(rng.random((batch, k)), 1).astype(np.float32)
+    lambdas[0, 0], lambdas[0, -1] = 0.0, 1.0
+    partners = np.array([1, 2, 0], np.int32)
+    [(mixed, weights, _, _)] = run_multimix(
+        images, [np.array(i) for i in range(batch)], mode="fmix", k=k,
+        arg_inputs={"lambdas": lambdas, "partners": partners, "fmix_scores": scores})
+    expected, expected_weights = multimix_reference(np, images, lambdas, partners, mode="fmix",
+                                                    layout="HWC", fmix_scores=scores)
+    check_against_reference(mixed, weights, expected, expected_weights, np.uint8)

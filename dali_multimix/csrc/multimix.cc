@@ -1,12 +1,17 @@
 // The multimix operator: schema, shared Setup (validation + sampling) and the CPU backend.
 #include "multimix.h"
 
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "dali/core/float16.h"
 #include "dali/core/static_switch.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace dali {
 namespace multimix_op {
@@ -21,6 +26,7 @@ namespace {
 constexpr uint64_t kLambdaStream = 0;
 constexpr uint64_t kCenterStream = 1ull << 24;
 constexpr uint64_t kFmixStream = 2ull << 24;
+constexpr double kFmixDecayPower = 3.0;  // FMix's default
 
 bool IsLabelType(DALIDataType t) {
   switch (t) {
@@ -286,6 +292,9 @@ bool Multimix<Backend>::SetupImpl(std::vector<OutputDesc> &output_desc, const Wo
     SamplePartners(ws);
     if (mode_ == kCutmix) SampleCenters(ws);
     if (mode_ == kFmix && has_fmix_scores_) ValidateFmixScores(ws);
+    if (mode_ == kFmix && !has_fmix_scores_ &&
+        (fmix_basis_.h != spatial_.h || fmix_basis_.w != spatial_.w))
+      fmix_basis_ = ::multimix::FmixBasis(spatial_.h, spatial_.w, kFmixDecayPower);
     ComputeWeights();
   }
 
@@ -307,12 +316,10 @@ void Multimix<Backend>::ComputeFmixLevels(int i, const float *given_scores, unsi
     scratch.scores.resize(pixels);
     auto rng = this->GetSampleRNG(i);
     rng.skipahead(kFmixStream);
-    ::multimix::fmix_score_map(rng, spatial_.h, spatial_.w, 3.0, scratch.scores.data(),
-                               scratch.spectrum);
+    ::multimix::fmix_score_map(rng, fmix_basis_, scratch.scores.data(), scratch.spectrum);
     scores = scratch.scores.data();
   }
-  ::multimix::fmix_levels(scores, pixels, mix_[i].counts, k_, levels, scratch.keys,
-                          scratch.order);
+  ::multimix::fmix_levels(scores, pixels, mix_[i].counts, k_, levels, scratch.select);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -320,33 +327,65 @@ void Multimix<Backend>::ComputeFmixLevels(int i, const float *given_scores, unsi
 
 namespace {
 
-// The mixup loop, written over __restrict pointers so that it vectorises; an AVX2 build of the
-// same loop is picked at run time where the CPU has it (no FMA: results are identical).
-#define MULTIMIX_BLEND_LOOP                 \
-  for (int64_t e = 0; e < n; e++)           \
-    out[e] = ::multimix::Blend<T>::apply(a[e], b[e], lam);
-
+// The mixup loop, written over __restrict pointers so that it vectorises; an AVX2 build is picked
+// at run time where the CPU has it (no FMA: results are identical). DALI_MULTIMIX_NO_AVX2=1 forces
+// the portable loop (the tests compare both).
 template <typename T>
-void BlendSpanDefault(T *__restrict out, const T *__restrict a, const T *__restrict b, int64_t n,
-                      float lam) {
-  MULTIMIX_BLEND_LOOP
+void BlendSpanPortable(T *__restrict out, const T *__restrict a, const T *__restrict b, int64_t n,
+                       float lam) {
+  for (int64_t e = 0; e < n; e++) out[e] = ::multimix::Blend<T>::apply(a[e], b[e], lam);
 }
 
 #if defined(__x86_64__)
 template <typename T>
 __attribute__((target("avx2"))) void BlendSpanAvx2(T *__restrict out, const T *__restrict a,
                                                    const T *__restrict b, int64_t n, float lam) {
-  MULTIMIX_BLEND_LOOP
+  for (int64_t e = 0; e < n; e++) out[e] = ::multimix::Blend<T>::apply(a[e], b[e], lam);
+}
+
+/// uint8 by hand: the same float32 operations as Blend<uint8_t> (two products, one sum, the
+/// 1.5 * 2^23 rounding), 32 pixels per step; saturating packs do the clamp.
+template <>
+__attribute__((target("avx2"))) void BlendSpanAvx2(uint8_t *__restrict out,
+                                                   const uint8_t *__restrict a,
+                                                   const uint8_t *__restrict b, int64_t n,
+                                                   float lam) {
+  const __m256 w_own = _mm256_set1_ps(1.0f - lam), w_partner = _mm256_set1_ps(lam);
+  const __m256 magic = _mm256_set1_ps(12582912.0f);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  int64_t e = 0;
+  for (; e + 32 <= n; e += 32) {
+    __m256i q[4];
+    for (int j = 0; j < 4; j++) {
+      __m256 fa = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+          _mm_loadl_epi64(reinterpret_cast<const __m128i *>(a + e + 8 * j))));
+      __m256 fb = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+          _mm_loadl_epi64(reinterpret_cast<const __m128i *>(b + e + 8 * j))));
+      __m256 v = _mm256_add_ps(_mm256_mul_ps(w_own, fa), _mm256_mul_ps(w_partner, fb));
+      v = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
+      q[j] = _mm256_cvttps_epi32(v);
+    }
+    __m256i packed = _mm256_packus_epi16(_mm256_packus_epi32(q[0], q[1]),
+                                         _mm256_packus_epi32(q[2], q[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i *>(out + e),
+                        _mm256_permutevar8x32_epi32(packed, order));
+  }
+  for (; e < n; e++) out[e] = ::multimix::Blend<uint8_t>::apply(a[e], b[e], lam);
+}
+
+bool UseAvx2() {
+  const char *off = std::getenv("DALI_MULTIMIX_NO_AVX2");
+  return __builtin_cpu_supports("avx2") && !(off && off[0] == '1');
 }
 #endif
 
 template <typename T>
 void BlendSpan(T *out, const T *a, const T *b, int64_t n, float lam) {
 #if defined(__x86_64__)
-  static const bool has_avx2 = __builtin_cpu_supports("avx2");
-  if (has_avx2) return BlendSpanAvx2(out, a, b, n, lam);
+  static const bool use_avx2 = UseAvx2();
+  if (use_avx2) return BlendSpanAvx2(out, a, b, n, lam);
 #endif
-  BlendSpanDefault(out, a, b, n, lam);
+  BlendSpanPortable(out, a, b, n, lam);
 }
 
 template <typename T>
@@ -367,23 +406,30 @@ void CutmixImage(T *out, const T *own, const T *partner, const SpatialLayout &sp
   }
 }
 
+/// fmix step `step` of one image from per-element levels (the pixel's level repeated over the
+/// elements it spans): a flat select that vectorises.
 template <typename T>
 void FmixImage(T *__restrict out, const T *__restrict own, const T *__restrict partner,
-               const SpatialLayout &sp, const unsigned char *__restrict levels, int step) {
+               const unsigned char *__restrict element_levels, int64_t n, int step) {
+  const auto s = static_cast<unsigned char>(step);
+  for (int64_t e = 0; e < n; e++) {
+    const T p = partner[e], o = own[e];  // both loaded: the select then vectorises
+    out[e] = ::multimix::fmix_takes(element_levels[e], s) ? p : o;
+  }
+}
+
+/// Spreads per-pixel levels (h*w) over the elements of an [outer, H, W, inner] image.
+inline void SpreadLevels(const unsigned char *pixel_levels, const SpatialLayout &sp,
+                         unsigned char *element_levels) {
   const int64_t pixels = static_cast<int64_t>(sp.h) * sp.w;
+  unsigned char *dst = element_levels;
   for (int64_t o = 0; o < sp.outer; o++) {
-    const int64_t base = o * pixels * sp.inner;
     if (sp.inner == 1) {
-      for (int64_t p = 0; p < pixels; p++)
-        out[base + p] = ::multimix::fmix_takes(levels[p], step) ? partner[base + p] : own[base + p];
+      std::memcpy(dst, pixel_levels, pixels);
+      dst += pixels;
     } else {
-      for (int64_t p = 0; p < pixels; p++) {
-        const T *src = ::multimix::fmix_takes(levels[p], step) ? partner : own;
-        for (int64_t c = 0; c < sp.inner; c++) {
-          int64_t e = base + p * sp.inner + c;
-          out[e] = src[e];
-        }
-      }
+      for (int64_t p = 0; p < pixels; p++)
+        for (int64_t c = 0; c < sp.inner; c++) *dst++ = pixel_levels[p];
     }
   }
 }
@@ -418,12 +464,15 @@ void Multimix<CPUBackend>::RunImpl(Workspace &ws) {
             CutmixImage(out + s * image_volume, own, partner, spatial_, m.boxes[s]);
         } else {
           thread_local FmixScratch scratch;
-          thread_local std::vector<unsigned char> levels;
+          thread_local std::vector<unsigned char> levels, element_levels;
           levels.resize(pixels);
+          element_levels.resize(image_volume);
           ComputeFmixLevels(i, fmix_scores ? fmix_scores->tensor<float>(i) : nullptr,
                             levels.data(), scratch);
+          SpreadLevels(levels.data(), spatial_, element_levels.data());
           for (int s = 0; s < k_; s++)
-            FmixImage(out + s * image_volume, own, partner, spatial_, levels.data(), s);
+            FmixImage(out + s * image_volume, own, partner, element_levels.data(), image_volume,
+                      s);
         }
       }, image_volume * k_);
     }

@@ -55,7 +55,7 @@ template <typename... Args>
 struct FmixScratch {
   std::vector<float> scores;
   std::vector<double> spectrum;
-  std::vector<uint64_t> keys, order;
+  ::multimix::FmixLevelScratch select;
 };
 
 int ParseMode(const std::string &mode);
@@ -94,6 +94,7 @@ class Multimix : public rng::OperatorWithRng<Operator<Backend>> {
   TensorLayout layout_;
   SpatialLayout spatial_;
   std::vector<SampleMix> mix_;
+  ::multimix::FmixBasis fmix_basis_;  // for the current H, W (fmix without given scores)
 
  private:
   void ValidateImages(const Workspace &ws);

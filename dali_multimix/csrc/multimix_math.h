@@ -70,8 +70,8 @@ MULTIMIX_HD bool in_box(const Box &b, int y, int x) {
 
 /// fmix: the partner fills pixel p at step k iff k >= level[p] (levels come from the ranking of
 /// the pixel's Fourier-noise score, see fmix_key). Nested by construction.
-MULTIMIX_HD bool fmix_takes(unsigned char level, int step) {
-  return step >= static_cast<int>(level);
+MULTIMIX_HD bool fmix_takes(unsigned char level, unsigned char step) {
+  return level <= step;
 }
 
 /// A strict total order of pixels for the fmix mask: higher score first, ties by lower index.
@@ -218,7 +218,8 @@ MULTIMIX_HD T mix_element(const MixJob<T> &job, long long e) {
   int y, x;
   element_yx(e, job.h, job.w, job.inner, &y, &x);
   bool take = job.mode == kCutmix ? in_box(job.box, y, x)
-                                  : fmix_takes(job.levels[y * job.w + x], job.step);
+                                  : fmix_takes(job.levels[y * job.w + x],
+                                               static_cast<unsigned char>(job.step));
   return take ? job.partner[e] : job.own[e];
 }
 

@@ -136,45 +136,75 @@ void random_permutation(Rng &rng, int n, int *out) {
 /// for larger images the dropped part of the 1/f^3 spectrum carries < 1e-4 of the noise power.
 constexpr int kFmixMaxFreq = 16;
 
-/// FMix's low-frequency noise map (Harris et al., decay power `decay`): a complex Gaussian
-/// spectrum scaled by 1 / max(f, 1/max(H, W))^decay, real inverse FFT to (H, W). Only the relative
-/// order of the values matters (the masks are quantiles), so the inverse transform's scale is
-/// dropped and the transform is evaluated directly on the kept frequencies.
-template <typename Rng>
-void fmix_score_map(Rng &rng, int h, int w, double decay, float *out,
-                    std::vector<double> &scratch) {
-  const int fy_max = std::min(kFmixMaxFreq, h / 2);
-  const int nkx = std::min(kFmixMaxFreq, w / 2) + 1;
-  std::vector<int> kys;
-  for (int ky = 0; ky <= fy_max; ky++) kys.push_back(ky);
-  for (int ky = h - fy_max; ky < h; ky++)
-    if (ky > fy_max) kys.push_back(ky);
-  const int nky = static_cast<int>(kys.size());
-  const double floor_f = 1.0 / std::max(h, w);
+/// What FMix's noise needs of an (H, W) shape, computed once per shape: the kept frequencies, the
+/// spectrum's scale 1 / max(f, 1/max(H, W))^decay, and the inverse transform's twiddle factors.
+struct FmixBasis {
+  int h = 0, w = 0, nky = 0, nkx = 0;
+  std::vector<double> scale;              // [nky * nkx]
+  std::vector<double> cos_y, sin_y;       // [nky * h]: angle 2 pi ky y / h
+  std::vector<float> cos_x, sin_x;        // [nkx * w]: angle 2 pi kx x / w, times the irfft weight
 
-  // spectrum (re, im) per kept (ky, kx), then G[kx][y] = sum_ky X[ky][kx] e^{2 pi i ky y / h}
-  scratch.assign(static_cast<size_t>(nky) * nkx * 2 + static_cast<size_t>(nkx) * h * 2, 0.0);
-  double *spec = scratch.data();
-  double *g = spec + static_cast<size_t>(nky) * nkx * 2;
-  for (int a = 0; a < nky; a++) {
-    int ky = kys[a];
-    double fy = (ky <= h / 2 ? ky : ky - h) / static_cast<double>(h);
-    if (h % 2 == 0 && ky == h / 2) fy = std::fabs(fy);
+  FmixBasis() = default;
+  FmixBasis(int h_, int w_, double decay) : h(h_), w(w_) {
+    const int fy_max = std::min(kFmixMaxFreq, h / 2);
+    nkx = std::min(kFmixMaxFreq, w / 2) + 1;
+    std::vector<int> kys;
+    for (int ky = 0; ky <= fy_max; ky++) kys.push_back(ky);
+    for (int ky = std::max(h - fy_max, fy_max + 1); ky < h; ky++) kys.push_back(ky);
+    nky = static_cast<int>(kys.size());
+    const double floor_f = 1.0 / std::max(h, w);
+    scale.resize(static_cast<size_t>(nky) * nkx);
+    for (int a = 0; a < nky; a++) {
+      const double fy = (kys[a] <= h / 2 ? kys[a] : kys[a] - h) / static_cast<double>(h);
+      for (int kx = 0; kx < nkx; kx++) {
+        const double fx = kx / static_cast<double>(w);
+        scale[a * nkx + kx] = 1.0 / std::pow(std::max(std::sqrt(fy * fy + fx * fx), floor_f), decay);
+      }
+    }
+    cos_y.resize(static_cast<size_t>(nky) * h);
+    sin_y.resize(cos_y.size());
+    for (int a = 0; a < nky; a++) {
+      for (int y = 0; y < h; y++) {
+        const double t = 2.0 * M_PI * static_cast<double>((static_cast<int64_t>(kys[a]) * y) % h) / h;
+        cos_y[a * h + y] = std::cos(t);
+        sin_y[a * h + y] = std::sin(t);
+      }
+    }
+    // irfft counts the inner columns twice (their conjugates), the DC / Nyquist columns once
+    cos_x.resize(static_cast<size_t>(nkx) * w);
+    sin_x.resize(cos_x.size());
     for (int kx = 0; kx < nkx; kx++) {
-      double fx = kx / static_cast<double>(w);
-      double f = std::sqrt(fy * fy + fx * fx);
-      double scale = 1.0 / std::pow(std::max(f, floor_f), decay);
-      spec[(a * nkx + kx) * 2 + 0] = scale * standard_normal(rng);
-      spec[(a * nkx + kx) * 2 + 1] = scale * standard_normal(rng);
+      const double weight = (kx == 0 || (w % 2 == 0 && kx == w / 2)) ? 1.0 : 2.0;
+      for (int x = 0; x < w; x++) {
+        const double t = 2.0 * M_PI * static_cast<double>((static_cast<int64_t>(kx) * x) % w) / w;
+        cos_x[kx * w + x] = static_cast<float>(weight * std::cos(t));
+        sin_x[kx * w + x] = static_cast<float>(weight * std::sin(t));
+      }
     }
   }
+};
+
+/// FMix's low-frequency noise map (Harris et al.): a complex Gaussian spectrum scaled by
+/// `basis.scale`, real inverse DFT to (H, W). Only the relative order of the values matters (the
+/// masks are quantiles), so the transform's constant factor is dropped; it is evaluated directly
+/// on the kept frequencies, separably (columns, then rows).
+template <typename Rng>
+void fmix_score_map(Rng &rng, const FmixBasis &basis, float *out, std::vector<double> &scratch) {
+  const int h = basis.h, w = basis.w, nky = basis.nky, nkx = basis.nkx;
+  scratch.resize(static_cast<size_t>(nky) * nkx * 2 + static_cast<size_t>(nkx) * h * 2);
+  double *spec = scratch.data();
+  double *g = spec + static_cast<size_t>(nky) * nkx * 2;
+  for (int i = 0; i < nky * nkx; i++) {
+    spec[2 * i] = basis.scale[i] * standard_normal(rng);
+    spec[2 * i + 1] = basis.scale[i] * standard_normal(rng);
+  }
+  // G[kx][y] = sum_ky X[ky][kx] e^{2 pi i ky y / h}
   for (int kx = 0; kx < nkx; kx++) {
     for (int y = 0; y < h; y++) {
       double re = 0.0, im = 0.0;
       for (int a = 0; a < nky; a++) {
-        double theta = 2.0 * M_PI * static_cast<double>((static_cast<int64_t>(kys[a]) * y) % h) / h;
-        double c = std::cos(theta), s = std::sin(theta);
-        double sr = spec[(a * nkx + kx) * 2], si = spec[(a * nkx + kx) * 2 + 1];
+        const double c = basis.cos_y[a * h + y], s = basis.sin_y[a * h + y];
+        const double sr = spec[(a * nkx + kx) * 2], si = spec[(a * nkx + kx) * 2 + 1];
         re += sr * c - si * s;
         im += sr * s + si * c;
       }
@@ -182,25 +212,15 @@ void fmix_score_map(Rng &rng, int h, int w, double decay, float *out,
       g[(kx * h + y) * 2 + 1] = im;
     }
   }
-  // score[y][x] = sum_kx weight_kx * Re(G[kx][y] e^{2 pi i kx x / w}); irfft counts the inner
-  // columns twice (their conjugates) and the DC / Nyquist columns once.
-  std::vector<float> cos_t(static_cast<size_t>(nkx) * w), sin_t(static_cast<size_t>(nkx) * w);
-  for (int kx = 0; kx < nkx; kx++) {
-    double weight = (kx == 0 || (w % 2 == 0 && kx == w / 2)) ? 1.0 : 2.0;
-    for (int x = 0; x < w; x++) {
-      double theta = 2.0 * M_PI * static_cast<double>((static_cast<int64_t>(kx) * x) % w) / w;
-      cos_t[kx * w + x] = static_cast<float>(weight * std::cos(theta));
-      sin_t[kx * w + x] = static_cast<float>(weight * std::sin(theta));
-    }
-  }
+  // score[y][x] = sum_kx weight_kx * Re(G[kx][y] e^{2 pi i kx x / w})
   for (int y = 0; y < h; y++) {
     float *__restrict row = out + static_cast<size_t>(y) * w;
     std::fill(row, row + w, 0.0f);
     for (int kx = 0; kx < nkx; kx++) {
       const float gr = static_cast<float>(g[(kx * h + y) * 2]);
       const float gi = static_cast<float>(g[(kx * h + y) * 2 + 1]);
-      const float *__restrict ct = cos_t.data() + static_cast<size_t>(kx) * w;
-      const float *__restrict st = sin_t.data() + static_cast<size_t>(kx) * w;
+      const float *__restrict ct = basis.cos_x.data() + static_cast<size_t>(kx) * w;
+      const float *__restrict st = basis.sin_x.data() + static_cast<size_t>(kx) * w;
       for (int x = 0; x < w; x++) row[x] += gr * ct[x] - gi * st[x];
     }
   }
@@ -211,34 +231,81 @@ inline int64_t fmix_count(float lam, int64_t pixels) {
   return static_cast<int64_t>(std::nearbyint(static_cast<double>(lam) * static_cast<double>(pixels)));
 }
 
+/// Buffers of fmix_levels, reused across calls.
+struct FmixLevelScratch {
+  std::vector<uint16_t> bucket;   // per pixel
+  std::vector<int64_t> start;     // per bucket: first rank
+  std::vector<int64_t> fill;
+  std::vector<uint64_t> grouped;  // keys of the needed buckets, grouped by bucket
+};
+
 /// Per-pixel level for K nested fmix masks: mask k takes the `counts[k]` pixels of highest score
-/// (ties by index), and the partner fills pixel p at step k iff k >= level[p].
-/// `counts` must be non-decreasing.
+/// (ties by lower index: the order of fmix_key), and the partner fills pixel p at step k iff
+/// k >= level[p]. `counts` must be non-decreasing.
+///
+/// The K thresholds are found together by a bucket select: pixels are binned by score on a
+/// uniform grid between the minimum and the maximum (monotone, so bins respect the order), and
+/// only the bins holding a threshold rank are ordered exactly, by full key.
 inline void fmix_levels(const float *scores, int64_t pixels, const int64_t *counts, int k,
-                        unsigned char *levels, std::vector<uint64_t> &keys,
-                        std::vector<uint64_t> &order) {
-  keys.resize(pixels);
-  for (int64_t p = 0; p < pixels; p++)
-    keys[p] = fmix_key(scores[p], static_cast<unsigned int>(p));
-  order = keys;
-  // limit[s]: a pixel is taken at step s iff its key < limit[s]; nested partial selections.
-  uint64_t limits[kMaxK];
-  int64_t prefix = pixels;
-  for (int s = k - 1; s >= 0; s--) {
-    int64_t n = counts[s];
-    if (n <= 0) {
+                        unsigned char *levels, FmixLevelScratch &scratch) {
+  constexpr int kBuckets = 4096;
+  float lo = scores[0], hi = scores[0];
+  for (int64_t p = 1; p < pixels; p++) {
+    lo = scores[p] < lo ? scores[p] : lo;
+    hi = scores[p] > hi ? scores[p] : hi;
+  }
+  float scale = hi > lo ? kBuckets / (hi - lo) : 0.0f;
+  if (!std::isfinite(scale)) scale = 0.0f;  // a range too narrow to divide: one bucket
+  auto &bucket = scratch.bucket;
+  bucket.resize(pixels);
+  scratch.start.assign(kBuckets + 1, 0);
+  for (int64_t p = 0; p < pixels; p++) {
+    int b = static_cast<int>((scores[p] - lo) * scale);
+    b = b < 0 ? 0 : (b < kBuckets - 1 ? b : kBuckets - 1);
+    b = kBuckets - 1 - b;  // high scores first
+    bucket[p] = static_cast<uint16_t>(b);
+    scratch.start[b + 1]++;
+  }
+  for (int b = 0; b < kBuckets; b++) scratch.start[b + 1] += scratch.start[b];
+
+  // the bucket of each threshold rank, and the keys of those buckets grouped by bucket
+  std::vector<char> needed(kBuckets, 0);
+  int threshold_bucket[kMaxK];
+  for (int s = 0; s < k; s++) {
+    threshold_bucket[s] = -1;
+    if (counts[s] <= 0 || counts[s] >= pixels) continue;
+    const int64_t rank = counts[s] - 1;
+    int b = static_cast<int>(std::upper_bound(scratch.start.begin(), scratch.start.end(), rank) -
+                             scratch.start.begin()) - 1;
+    threshold_bucket[s] = b;
+    needed[b] = 1;
+  }
+  scratch.grouped.resize(pixels);
+  scratch.fill.assign(scratch.start.begin(), scratch.start.end() - 1);
+  for (int64_t p = 0; p < pixels; p++) {
+    if (needed[bucket[p]])
+      scratch.grouped[scratch.fill[bucket[p]]++] = fmix_key(scores[p], static_cast<unsigned>(p));
+  }
+  uint64_t limits[kMaxK];  // a pixel is taken at step s iff its key < limits[s]
+  for (int s = 0; s < k; s++) {
+    if (counts[s] <= 0) {
       limits[s] = 0;
-    } else if (n >= pixels) {
+    } else if (counts[s] >= pixels) {
       limits[s] = ~0ull;
     } else {
-      std::nth_element(order.begin(), order.begin() + (n - 1), order.begin() + prefix);
-      limits[s] = order[n - 1] + 1;
-      prefix = n;
+      const int b = threshold_bucket[s];
+      auto first = scratch.grouped.begin() + scratch.start[b];
+      auto last = scratch.grouped.begin() + scratch.start[b + 1];
+      auto nth = first + (counts[s] - 1 - scratch.start[b]);
+      std::nth_element(first, nth, last);
+      limits[s] = *nth + 1;
     }
   }
+  // limits are non-decreasing, so the steps that do not take p are a prefix: count them
   for (int64_t p = 0; p < pixels; p++) {
+    const uint64_t key = fmix_key(scores[p], static_cast<unsigned>(p));
     int level = 0;
-    while (level < k && keys[p] >= limits[level]) level++;
+    for (int s = 0; s < k; s++) level += key >= limits[s];
     levels[p] = static_cast<unsigned char>(level);
   }
 }
