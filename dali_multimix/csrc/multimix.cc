@@ -27,6 +27,9 @@ constexpr uint64_t kLambdaStream = 0;
 constexpr uint64_t kCenterStream = 1ull << 24;
 constexpr uint64_t kFmixStream = 2ull << 24;
 constexpr double kFmixDecayPower = 3.0;  // FMix's default
+// Batches whose output is larger than this (beyond the last-level cache) are written with
+// non-temporal stores where the loop has them.
+constexpr int64_t kStreamOutputBytes = 16 << 20;
 
 bool IsLabelType(DALIDataType t) {
   switch (t) {
@@ -337,38 +340,82 @@ void BlendSpanPortable(T *__restrict out, const T *__restrict a, const T *__rest
 }
 
 #if defined(__x86_64__)
+
+inline bool Aligned32(const void *p) {
+  return (reinterpret_cast<uintptr_t>(p) & 31) == 0;
+}
+
 template <typename T>
 __attribute__((target("avx2"))) void BlendSpanAvx2(T *__restrict out, const T *__restrict a,
-                                                   const T *__restrict b, int64_t n, float lam) {
+                                                   const T *__restrict b, int64_t n, float lam,
+                                                   bool) {
   for (int64_t e = 0; e < n; e++) out[e] = ::multimix::Blend<T>::apply(a[e], b[e], lam);
 }
 
-/// uint8 by hand: the same float32 operations as Blend<uint8_t> (two products, one sum, the
-/// 1.5 * 2^23 rounding), 32 pixels per step; saturating packs do the clamp.
+/// float32 by hand: (1 - lam) * a + lam * b, the operations of Blend<float>, 8 at a time.
+template <>
+__attribute__((target("avx2"))) void BlendSpanAvx2(float *__restrict out,
+                                                   const float *__restrict a,
+                                                   const float *__restrict b, int64_t n,
+                                                   float lam, bool stream) {
+  const __m256 w_own = _mm256_set1_ps(1.0f - lam), w_partner = _mm256_set1_ps(lam);
+  int64_t e = 0;
+  if (stream) {
+    for (; e < n && !Aligned32(out + e); e++)
+      out[e] = ::multimix::Blend<float>::apply(a[e], b[e], lam);
+    for (; e + 8 <= n; e += 8) {
+      __m256 v = _mm256_add_ps(_mm256_mul_ps(w_own, _mm256_loadu_ps(a + e)),
+                               _mm256_mul_ps(w_partner, _mm256_loadu_ps(b + e)));
+      _mm256_stream_ps(out + e, v);
+    }
+    _mm_sfence();
+  } else {
+    for (; e + 8 <= n; e += 8) {
+      __m256 v = _mm256_add_ps(_mm256_mul_ps(w_own, _mm256_loadu_ps(a + e)),
+                               _mm256_mul_ps(w_partner, _mm256_loadu_ps(b + e)));
+      _mm256_storeu_ps(out + e, v);
+    }
+  }
+  for (; e < n; e++) out[e] = ::multimix::Blend<float>::apply(a[e], b[e], lam);
+}
+
+/// 32 uint8 mixup values: the float32 operations of Blend<uint8_t> (two products, one sum, the
+/// 1.5 * 2^23 rounding); the saturating packs do the clamp.
+__attribute__((target("avx2"))) inline __m256i BlendU8x32(const uint8_t *a, const uint8_t *b,
+                                                          __m256 w_own, __m256 w_partner) {
+  const __m256 magic = _mm256_set1_ps(12582912.0f);
+  __m256i q[4];
+  for (int j = 0; j < 4; j++) {
+    __m256 fa = _mm256_cvtepi32_ps(
+        _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(a + 8 * j))));
+    __m256 fb = _mm256_cvtepi32_ps(
+        _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(b + 8 * j))));
+    __m256 v = _mm256_add_ps(_mm256_mul_ps(w_own, fa), _mm256_mul_ps(w_partner, fb));
+    q[j] = _mm256_cvttps_epi32(_mm256_sub_ps(_mm256_add_ps(v, magic), magic));
+  }
+  __m256i packed = _mm256_packus_epi16(_mm256_packus_epi32(q[0], q[1]),
+                                       _mm256_packus_epi32(q[2], q[3]));
+  return _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
 template <>
 __attribute__((target("avx2"))) void BlendSpanAvx2(uint8_t *__restrict out,
                                                    const uint8_t *__restrict a,
                                                    const uint8_t *__restrict b, int64_t n,
-                                                   float lam) {
+                                                   float lam, bool stream) {
   const __m256 w_own = _mm256_set1_ps(1.0f - lam), w_partner = _mm256_set1_ps(lam);
-  const __m256 magic = _mm256_set1_ps(12582912.0f);
-  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   int64_t e = 0;
-  for (; e + 32 <= n; e += 32) {
-    __m256i q[4];
-    for (int j = 0; j < 4; j++) {
-      __m256 fa = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
-          _mm_loadl_epi64(reinterpret_cast<const __m128i *>(a + e + 8 * j))));
-      __m256 fb = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
-          _mm_loadl_epi64(reinterpret_cast<const __m128i *>(b + e + 8 * j))));
-      __m256 v = _mm256_add_ps(_mm256_mul_ps(w_own, fa), _mm256_mul_ps(w_partner, fb));
-      v = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
-      q[j] = _mm256_cvttps_epi32(v);
-    }
-    __m256i packed = _mm256_packus_epi16(_mm256_packus_epi32(q[0], q[1]),
-                                         _mm256_packus_epi32(q[2], q[3]));
-    _mm256_storeu_si256(reinterpret_cast<__m256i *>(out + e),
-                        _mm256_permutevar8x32_epi32(packed, order));
+  if (stream) {
+    for (; e < n && !Aligned32(out + e); e++)
+      out[e] = ::multimix::Blend<uint8_t>::apply(a[e], b[e], lam);
+    for (; e + 32 <= n; e += 32)
+      _mm256_stream_si256(reinterpret_cast<__m256i *>(out + e),
+                          BlendU8x32(a + e, b + e, w_own, w_partner));
+    _mm_sfence();
+  } else {
+    for (; e + 32 <= n; e += 32)
+      _mm256_storeu_si256(reinterpret_cast<__m256i *>(out + e),
+                          BlendU8x32(a + e, b + e, w_own, w_partner));
   }
   for (; e < n; e++) out[e] = ::multimix::Blend<uint8_t>::apply(a[e], b[e], lam);
 }
@@ -379,11 +426,13 @@ bool UseAvx2() {
 }
 #endif
 
+/// `stream`: write with non-temporal stores (for outputs much larger than the cache, which are not
+/// re-read soon): they skip reading the destination lines into the cache first.
 template <typename T>
-void BlendSpan(T *out, const T *a, const T *b, int64_t n, float lam) {
+void BlendSpan(T *out, const T *a, const T *b, int64_t n, float lam, bool stream) {
 #if defined(__x86_64__)
   static const bool use_avx2 = UseAvx2();
-  if (use_avx2) return BlendSpanAvx2(out, a, b, n, lam);
+  if (use_avx2) return BlendSpanAvx2(out, a, b, n, lam, stream);
 #endif
   BlendSpanPortable(out, a, b, n, lam);
 }
@@ -450,6 +499,7 @@ void Multimix<CPUBackend>::RunImpl(Workspace &ws) {
 
   TYPE_SWITCH(dtype_, type2id, T, (uint8_t, float16, float), (
     using S = typename StorageType<T>::type;
+    const bool stream = nsamples_ * k_ * image_volume * sizeof(T) >= kStreamOutputBytes;
     for (int i = 0; i < nsamples_; i++) {
       tp.AddWork([&, i](int) {
         const SampleMix &m = mix_[i];
@@ -458,7 +508,7 @@ void Multimix<CPUBackend>::RunImpl(Workspace &ws) {
         S *out = reinterpret_cast<S *>(mixed.mutable_tensor<T>(i));
         if (mode_ == kMixup) {
           for (int s = 0; s < k_; s++)
-            BlendSpan(out + s * image_volume, own, partner, image_volume, m.lambdas[s]);
+            BlendSpan(out + s * image_volume, own, partner, image_volume, m.lambdas[s], stream);
         } else if (mode_ == kCutmix) {
           for (int s = 0; s < k_; s++)
             CutmixImage(out + s * image_volume, own, partner, spatial_, m.boxes[s]);
