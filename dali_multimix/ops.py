@@ -120,11 +120,11 @@ def multimix(
         lambda_sampling: "sorted" (K sorted Beta draws, the paper) or "stratified" (one draw from
             each of K equal-probability strata of the Beta distribution).
         lambdas: override of the ratios: K non-decreasing floats in [0, 1] for every sample, or a
-            CPU DataNode with K float32 per sample.
+            CPU DataNode with K float32/float64 per sample.
         partners: override of the pairing: one index for every sample, or a CPU DataNode with an
-            int32 index per sample.
+            int32/int64 index per sample.
         centers: cutmix only: override of the box centre, (y, x) in pixels, or a CPU DataNode
-            of two int32 per sample.
+            of two int32/int64 per sample.
         fmix_scores: fmix only: a CPU DataNode of (H, W) float32 score maps replacing the noise.
         seed: random seed of the operator (default: DALI picks one from the pipeline seed).
 

@@ -117,8 +117,18 @@ def test_lambdas_unsorted():
 
 
 def test_lambdas_of_wrong_dtype():
-    msg = run_error(IMAGES, k=2, arg_inputs={"lambdas": np.full((3, 2), 0.5, np.float64)})
-    assert "lambdas" in msg and "float" in msg
+    msg = run_error(IMAGES, k=2, arg_inputs={"lambdas": np.full((3, 2), 1, np.int32)})
+    assert "argument `lambdas`: expected dtype float32 or float64; got int32" in msg
+
+
+def test_partners_of_wrong_dtype():
+    msg = run_error(IMAGES, arg_inputs={"partners": np.zeros(3, np.float32)})
+    assert "argument `partners`: expected dtype int32 or int64; got float" in msg
+
+
+def test_partners_of_wrong_length():
+    msg = run_error(IMAGES, arg_inputs={"partners": [np.array([0]), np.array([1, 2]), np.array([0])]})
+    assert "argument `partners` of sample 1: expected one index; got 2 values" in msg
 
 
 def test_partner_out_of_range():

@@ -185,3 +185,19 @@ def test_fmix_thresholds_on_adversarial_scores(case):
     expected, expected_weights = multimix_reference(np, images, lambdas, partners, mode="fmix",
                                                     layout="HWC", fmix_scores=scores)
     check_against_reference(mixed, weights, expected, expected_weights, np.uint8)
+
+
+def test_overrides_accept_int64_and_float64(photos):
+    """numpy's default dtypes work as overrides: int64 partners and centers, float64 ratios."""
+    images = batch_of(photos, 3, np.uint8, "HWC")
+    lambdas = np.array([[0.1, 0.6], [0.2, 0.3], [0.0, 1.0]])
+    partners = np.array([2, 0, 1])
+    centers = np.array([[5, 60], [30, 30], [63, 0]])
+    [(mixed, weights, _, got_partners)] = run_multimix(
+        images, [np.array(i) for i in range(3)], k=2, mode="cutmix",
+        arg_inputs={"lambdas": lambdas, "partners": partners, "centers": centers})
+    np.testing.assert_array_equal(got_partners, partners)
+    expected, expected_weights = multimix_reference(
+        np, images, lambdas.astype(np.float32), partners, mode="cutmix", layout="HWC",
+        centers=centers)
+    check_against_reference(mixed, weights, expected, expected_weights, np.uint8)

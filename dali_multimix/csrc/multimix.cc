@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "dali/core/float16.h"
@@ -136,6 +137,45 @@ void Multimix<Backend>::ValidateLabels(const Workspace &ws) {
   }
 }
 
+namespace {
+
+/// A per-sample override for every sample: from an argument input (converted from int32/int64 for
+/// integer overrides, float32/float64 for ratios) or from one constant given for all samples.
+template <typename T>
+std::vector<std::vector<T>> OverrideValues(const OpSpec &spec, const Workspace &ws,
+                                           const char *name, int nsamples,
+                                           const std::vector<T> &constant) {
+  if (!spec.HasTensorArgument(name))
+    return std::vector<std::vector<T>>(nsamples, constant);
+  const auto &arg = ws.ArgumentInput(name);
+  if (arg.num_samples() != nsamples)
+    Fail("argument `", name, "`: expected ", nsamples, " samples; got ", arg.num_samples());
+  std::vector<std::vector<T>> values(nsamples);
+  for (int i = 0; i < nsamples; i++) {
+    auto &v = values[i];
+    v.resize(volume(arg.shape()[i]));
+    auto convert = [&](const auto *src) {
+      for (size_t j = 0; j < v.size(); j++) v[j] = static_cast<T>(src[j]);
+    };
+    DALIDataType type = arg.type();
+    if (std::is_integral_v<T> && type == DALI_INT32) {
+      convert(arg.tensor<int32_t>(i));
+    } else if (std::is_integral_v<T> && type == DALI_INT64) {
+      convert(arg.tensor<int64_t>(i));
+    } else if (!std::is_integral_v<T> && type == DALI_FLOAT) {
+      convert(arg.tensor<float>(i));
+    } else if (!std::is_integral_v<T> && type == DALI_FLOAT64) {
+      convert(arg.tensor<double>(i));
+    } else {
+      Fail("argument `", name, "`: expected dtype ",
+           std::is_integral_v<T> ? "int32 or int64" : "float32 or float64", "; got ", type);
+    }
+  }
+  return values;
+}
+
+}  // namespace
+
 template <typename Backend>
 void Multimix<Backend>::SampleLambdas(const Workspace &ws) {
   if (!has_lambdas_) {
@@ -146,36 +186,23 @@ void Multimix<Backend>::SampleLambdas(const Workspace &ws) {
     }
     return;
   }
-  auto check = [&](int i, const float *values, int64_t n) {
-    if (n != k_)
-      Fail("argument `lambdas` of sample ", i, ": expected k=", k_, " values; got ", n);
+  std::vector<float> constant;
+  if (spec_.HasArgument("lambdas")) constant = spec_.template GetRepeatedArgument<float>("lambdas");
+  auto values = OverrideValues<float>(spec_, ws, "lambdas", nsamples_, constant);
+  for (int i = 0; i < nsamples_; i++) {
+    const auto &v = values[i];
+    if (static_cast<int>(v.size()) != k_)
+      Fail("argument `lambdas` of sample ", i, ": expected k=", k_, " values; got ", v.size());
     for (int s = 0; s < k_; s++) {
-      float v = values[s];
-      if (!(v >= 0.0f && v <= 1.0f))
+      if (!(v[s] >= 0.0f && v[s] <= 1.0f))
         Fail("argument `lambdas` of sample ", i, ": expected values in [0, 1]; value ", s,
-             " is ", v);
-      if (s > 0 && v < values[s - 1])
+             " is ", v[s]);
+      if (s > 0 && v[s] < v[s - 1])
         Fail("argument `lambdas` of sample ", i, ": expected non-decreasing values (the "
-             "interpolations are ordered); value ", s, " (", v, ") < value ", s - 1, " (",
-             values[s - 1], ")");
-      mix_[i].lambdas[s] = v;
+             "interpolations are ordered); value ", s, " (", v[s], ") < value ", s - 1, " (",
+             v[s - 1], ")");
+      mix_[i].lambdas[s] = v[s];
     }
-  };
-  if (spec_.HasTensorArgument("lambdas")) {
-    const auto &arg = ws.ArgumentInput("lambdas");
-    if (arg.type() != DALI_FLOAT)
-      Fail("argument `lambdas`: expected dtype float32; got ", arg.type());
-    if (arg.num_samples() != nsamples_)
-      Fail("argument `lambdas`: expected ", nsamples_, " samples; got ", arg.num_samples());
-    for (int i = 0; i < nsamples_; i++) {
-      auto s = arg.shape()[i];
-      if (s.size() != 1)
-        Fail("argument `lambdas` of sample ", i, ": expected shape (", k_, ",); got ", ShapeStr(s));
-      check(i, arg.tensor<float>(i), s[0]);
-    }
-  } else {
-    auto values = spec_.template GetRepeatedArgument<float>("lambdas");
-    for (int i = 0; i < nsamples_; i++) check(i, values.data(), values.size());
   }
 }
 
@@ -188,27 +215,18 @@ void Multimix<Backend>::SamplePartners(const Workspace &ws) {
     for (int i = 0; i < nsamples_; i++) mix_[i].partner = perm[i];
     return;
   }
-  auto check = [&](int i, int64_t p) {
+  std::vector<int64_t> constant;
+  if (spec_.HasArgument("partners")) constant = {spec_.template GetArgument<int>("partners")};
+  auto values = OverrideValues<int64_t>(spec_, ws, "partners", nsamples_, constant);
+  for (int i = 0; i < nsamples_; i++) {
+    if (values[i].size() != 1)
+      Fail("argument `partners` of sample ", i, ": expected one index; got ", values[i].size(),
+           " values");
+    const int64_t p = values[i][0];
     if (p < 0 || p >= nsamples_)
       Fail("argument `partners` of sample ", i, ": expected an index in [0, ", nsamples_,
            ") (the batch size); got ", p);
     mix_[i].partner = static_cast<int>(p);
-  };
-  if (spec_.HasTensorArgument("partners")) {
-    const auto &arg = ws.ArgumentInput("partners");
-    if (arg.type() != DALI_INT32)
-      Fail("argument `partners`: expected dtype int32; got ", arg.type());
-    if (arg.num_samples() != nsamples_)
-      Fail("argument `partners`: expected ", nsamples_, " samples; got ", arg.num_samples());
-    for (int i = 0; i < nsamples_; i++) {
-      if (volume(arg.shape()[i]) != 1)
-        Fail("argument `partners` of sample ", i, ": expected one index; got shape ",
-             ShapeStr(arg.shape()[i]));
-      check(i, arg.tensor<int>(i)[0]);
-    }
-  } else {
-    int p = spec_.template GetArgument<int>("partners");
-    for (int i = 0; i < nsamples_; i++) check(i, p);
   }
 }
 
@@ -224,25 +242,20 @@ void Multimix<Backend>::SampleCenters(const Workspace &ws) {
     }
     return;
   }
-  auto check = [&](int i, const int *c, int64_t n) {
-    if (n != 2)
-      Fail("argument `centers` of sample ", i, ": expected 2 values (y, x); got ", n);
+  std::vector<int64_t> constant;
+  if (spec_.HasArgument("centers")) {
+    for (int c : spec_.template GetRepeatedArgument<int>("centers")) constant.push_back(c);
+  }
+  auto values = OverrideValues<int64_t>(spec_, ws, "centers", nsamples_, constant);
+  for (int i = 0; i < nsamples_; i++) {
+    const auto &c = values[i];
+    if (c.size() != 2)
+      Fail("argument `centers` of sample ", i, ": expected 2 values (y, x); got ", c.size());
     if (c[0] < 0 || c[0] >= h || c[1] < 0 || c[1] >= w)
       Fail("argument `centers` of sample ", i, ": expected y in [0, ", h, ") and x in [0, ", w,
            "); got (", c[0], ", ", c[1], ")");
-    mix_[i].cy = c[0];
-    mix_[i].cx = c[1];
-  };
-  if (spec_.HasTensorArgument("centers")) {
-    const auto &arg = ws.ArgumentInput("centers");
-    if (arg.type() != DALI_INT32)
-      Fail("argument `centers`: expected dtype int32; got ", arg.type());
-    if (arg.num_samples() != nsamples_)
-      Fail("argument `centers`: expected ", nsamples_, " samples; got ", arg.num_samples());
-    for (int i = 0; i < nsamples_; i++) check(i, arg.tensor<int>(i), volume(arg.shape()[i]));
-  } else {
-    auto values = spec_.template GetRepeatedArgument<int>("centers");
-    for (int i = 0; i < nsamples_; i++) check(i, values.data(), values.size());
+    mix_[i].cy = static_cast<int>(c[0]);
+    mix_[i].cx = static_cast<int>(c[1]);
   }
 }
 
