@@ -1,9 +1,9 @@
 """Benchmark of the multimix operator (not a test): time per batch of B=128 samples, K=5
 interpolations, against the physical limit (a memcpy of the output bytes) and peers in the
 same run: numpy, torch on the same tensors, timm's and torchvision's single mixup/cutmix called
-K times. Prints a table and writes it to bench/results/op_cpu.md (quoted by the README).
+K times. Prints a table and writes it to bench/results/op_{cpu,gpu}.md (quoted by the README).
 
-    python bench/bench_op.py [--repeats 11] [--batch 128] [--k 5]
+    python bench/bench_op.py [--device cpu|gpu] [--repeats 11] [--batch 128] [--k 5]
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from nvidia.dali import fn, pipeline_def
 
 import dali_multimix
 
-RESULTS = Path(__file__).resolve().parent / "results" / "op_cpu.md"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def best_ms(fn_, repeats: int) -> float:
@@ -46,17 +46,19 @@ def paired_best_ms(with_op, baseline, repeats: int) -> tuple[float, float]:
     return 1e3 * min(t_op), 1e3 * min(t_base)
 
 
-def dali_runner(batch: np.ndarray, k: int, mode: str | None, threads: int):
-    """A CPU pipeline feeding the preloaded batch; with `mode` None it only feeds (the baseline
-    whose time is subtracted to get the operator's own cost)."""
+def dali_runner(batch: np.ndarray, k: int, mode: str | None, threads: int, device: str = "cpu"):
+    """A pipeline feeding the preloaded batch (moved to the GPU for device "gpu"); with `mode`
+    None it only feeds (the baseline whose time is subtracted to get the operator's own cost)."""
     samples = list(batch)
     labels = [np.array(i, np.int32) for i in range(len(batch))]
 
-    @pipeline_def(batch_size=len(batch), num_threads=threads, device_id=None, seed=1,
-                  prefetch_queue_depth=1)
+    @pipeline_def(batch_size=len(batch), num_threads=threads, seed=1, prefetch_queue_depth=1,
+                  device_id=0 if device == "gpu" else None)
     def pipe():
         x = fn.external_source(source=lambda: samples, batch=True, layout="HWC")
         y = fn.external_source(source=lambda: labels, batch=True)
+        if device == "gpu":
+            x, y = x.gpu(), y.gpu()
         if mode is None:
             return x, y
         out = dali_multimix.multimix(x, y, k=k, mode=mode)
@@ -65,6 +67,24 @@ def dali_runner(batch: np.ndarray, k: int, mode: str | None, threads: int):
     p = pipe()
     p.build()
     return lambda: p.run()
+
+
+def device_memcpy(nbytes: int):
+    """GPU: one device-to-device copy of the output size (the physical limit on the GPU)."""
+    src = torch.ones(nbytes, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+
+    def run():
+        dst.copy_(src)
+        torch.cuda.synchronize()
+    return run
+
+
+def synchronized(fn_):
+    def run():
+        fn_()
+        torch.cuda.synchronize()
+    return run
 
 
 def threaded_memcpy(nbytes: int, threads: int):
@@ -89,9 +109,9 @@ def numpy_mixup(x: np.ndarray, k: int, rng: np.random.Generator):
 
 
 def torch_mixup(x: torch.Tensor, k: int, gen: torch.Generator):
-    lam = torch.sort(torch.distributions.Beta(1.0, 1.0).sample((len(x), k)), 1).values
+    lam = torch.sort(torch.distributions.Beta(1.0, 1.0).sample((len(x), k)), 1).values.to(x.device)
     lam = lam.reshape(lam.shape + (1,) * (x.dim() - 1))
-    partner = x[torch.randperm(len(x), generator=gen)]
+    partner = x[torch.randperm(len(x), generator=gen, device=x.device)]
     xf, pf = x[:, None].float(), partner[:, None].float()
     out = torch.lerp(xf, pf, lam)
     return out.round_().to(torch.uint8) if x.dtype == torch.uint8 else out
@@ -102,7 +122,7 @@ def timm_k_times(x: torch.Tensor, k: int, mode: str):
 
     mix = Mixup(mixup_alpha=1.0 if mode == "mixup" else 0.0,
                 cutmix_alpha=1.0 if mode == "cutmix" else 0.0, num_classes=10)
-    target = torch.zeros(len(x), dtype=torch.long)
+    target = torch.zeros(len(x), dtype=torch.long, device=x.device)
     return lambda: [mix(x.clone(), target) for _ in range(k)]
 
 
@@ -110,7 +130,7 @@ def torchvision_k_times(x: torch.Tensor, k: int, mode: str):
     from torchvision.transforms import v2
 
     mix = v2.MixUp(num_classes=10) if mode == "mixup" else v2.CutMix(num_classes=10)
-    target = torch.zeros(len(x), dtype=torch.long)
+    target = torch.zeros(len(x), dtype=torch.long, device=x.device)
     chw = x.permute(0, 3, 1, 2)  # torchvision wants (B, C, H, W)
     return lambda: [mix(chw, target) for _ in range(k)]
 
@@ -121,29 +141,38 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                        help="run the operator's CPU or GPU backend (gpu needs CUDA)")
     args = parser.parse_args()
+    if args.device == "gpu" and not torch.cuda.is_available():
+        parser.error("--device gpu needs a CUDA GPU; none is visible to torch")
+    gpu = args.device == "gpu"
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     rows = []
     for side in (32, 224):
         for dtype in (np.uint8, np.float32):
             x = rng.integers(0, 256, (args.batch, side, side, 3)).astype(dtype)
-            t_memcpy = best_ms(threaded_memcpy(x.nbytes * args.k, args.threads), args.repeats)
-            feed = dali_runner(x, args.k, None, args.threads)
-            xt = torch.from_numpy(x)
-            gen = torch.Generator().manual_seed(0)
+            out_bytes = x.nbytes * args.k
+            memcpy = device_memcpy(out_bytes) if gpu else threaded_memcpy(out_bytes, args.threads)
+            t_memcpy = best_ms(memcpy, args.repeats)
+            feed = dali_runner(x, args.k, None, args.threads, args.device)
+            xt = torch.from_numpy(x).cuda() if gpu else torch.from_numpy(x)
+            gen = torch.Generator(device=xt.device).manual_seed(0)
+            peer = synchronized if gpu else (lambda f: f)
             for mode in ("mixup", "cutmix", "fmix"):
-                t_pipe, t_feed = paired_best_ms(dali_runner(x, args.k, mode, args.threads), feed,
-                                                args.repeats)
+                t_pipe, t_feed = paired_best_ms(
+                    dali_runner(x, args.k, mode, args.threads, args.device), feed, args.repeats)
                 t_op = max(t_pipe - t_feed, 1e-3)
                 row = dict(size=f"{side}x{side}x3", dtype=np.dtype(dtype).name, mode=mode,
                            memcpy=t_memcpy, op=t_op, pipeline=t_pipe)
                 if mode == "mixup":
-                    row["numpy"] = best_ms(lambda: numpy_mixup(x, args.k, rng), args.repeats)
-                    row["torch"] = best_ms(lambda: torch_mixup(xt, args.k, gen), args.repeats)
+                    if not gpu:
+                        row["numpy"] = best_ms(lambda: numpy_mixup(x, args.k, rng), args.repeats)
+                    row["torch"] = best_ms(peer(lambda: torch_mixup(xt, args.k, gen)), args.repeats)
                 if dtype == np.float32 and mode != "fmix":  # timm / torchvision: float, no fmix
-                    row["timm xK"] = best_ms(timm_k_times(xt, args.k, mode), args.repeats)
-                    row["torchvision xK"] = best_ms(torchvision_k_times(xt, args.k, mode),
+                    row["timm xK"] = best_ms(peer(timm_k_times(xt, args.k, mode)), args.repeats)
+                    row["torchvision xK"] = best_ms(peer(torchvision_k_times(xt, args.k, mode)),
                                                     args.repeats)
                 rows.append(row)
                 print(format_row(row), flush=True)
@@ -164,21 +193,26 @@ def format_row(row: dict) -> str:
 def write_results(rows: list, args) -> None:
     header = ["size", "dtype", "mode"] + [f"{c} ms" for c in COLUMNS] + ["op / memcpy",
                                                                          "numpy / op"]
+    if args.device == "gpu":
+        where = f"GPU ({torch.cuda.get_device_name()})"
+        limit = "a device-to-device copy of the output bytes"
+    else:
+        where = f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)"
+        limit = "a copy of the output bytes on as many threads"
     lines = [
-        f"B={args.batch}, K={args.k}, CPU ({platform.processor() or platform.machine()}, "
-        f"{args.threads} threads), best of {args.repeats} runs, ms per batch.",
+        f"B={args.batch}, K={args.k}, {where}, best of {args.repeats} runs, ms per batch.",
         "`op` = DALI pipeline with multimix minus the same pipeline that only feeds the batch; "
-        "`memcpy` copies the output bytes (B*K images) once, on as many threads: the physical "
-        "limit. numpy / torch: "
-        "the same multi-mix (sorted Beta ratios, a permutation) vectorised; timm / torchvision: "
-        "their single mixup/cutmix called K times (float32 only).",
+        f"`memcpy` = {limit} (B*K images): the physical limit. numpy / torch: the same multi-mix "
+        "(sorted Beta ratios, a permutation) vectorised; timm / torchvision: their single "
+        "mixup/cutmix called K times (float32 only).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ] + [format_row(r) for r in rows]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines) + "\n")
-    print(f"\nwrote {RESULTS}")
+    path = RESULTS_DIR / f"op_{args.device}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":
