@@ -343,9 +343,9 @@ void Multimix<Backend>::ComputeFmixLevels(int i, const float *given_scores, unsi
 
 namespace {
 
-// The mixup loop, written over __restrict pointers so that it vectorises; an AVX2 build is picked
-// at run time where the CPU has it (no FMA: results are identical). DALI_MULTIMIX_NO_AVX2=1 forces
-// the portable loop (the tests compare both).
+// The mixup loop, written over __restrict pointers so that it vectorises; for uint8 and float32
+// an AVX2 loop is picked at run time where the CPU has it (no FMA: results are identical).
+// DALI_MULTIMIX_NO_AVX2=1 forces the portable loop (the tests compare both).
 template <typename T>
 void BlendSpanPortable(T *__restrict out, const T *__restrict a, const T *__restrict b, int64_t n,
                        float lam) {
@@ -358,79 +358,69 @@ inline bool Aligned32(const void *p) {
   return (reinterpret_cast<uintptr_t>(p) & 31) == 0;
 }
 
-template <typename T>
-__attribute__((target("avx2"))) void BlendSpanAvx2(T *__restrict out, const T *__restrict a,
-                                                   const T *__restrict b, int64_t n, float lam,
-                                                   bool) {
-  for (int64_t e = 0; e < n; e++) out[e] = ::multimix::Blend<T>::apply(a[e], b[e], lam);
-}
+// Hand-vectorised mixup, 32 bytes at a time, with the operations of Blend<T> (two products, one
+// sum; for uint8 the 1.5 * 2^23 rounding, saturating packs doing the clamp): bit-identical.
+struct Avx2Float {
+  using T = float;
+  using Vec = __m256;
+  static constexpr int kWidth = 8;
+  __attribute__((target("avx2"))) static Vec Mix(const T *a, const T *b, __m256 w_own,
+                                                 __m256 w_partner) {
+    return _mm256_add_ps(_mm256_mul_ps(w_own, _mm256_loadu_ps(a)),
+                         _mm256_mul_ps(w_partner, _mm256_loadu_ps(b)));
+  }
+  __attribute__((target("avx2"))) static void Store(T *out, Vec v) { _mm256_storeu_ps(out, v); }
+  __attribute__((target("avx2"))) static void Stream(T *out, Vec v) { _mm256_stream_ps(out, v); }
+};
 
-/// float32 by hand: (1 - lam) * a + lam * b, the operations of Blend<float>, 8 at a time.
-template <>
-__attribute__((target("avx2"))) void BlendSpanAvx2(float *__restrict out,
-                                                   const float *__restrict a,
-                                                   const float *__restrict b, int64_t n,
+struct Avx2Uint8 {
+  using T = uint8_t;
+  using Vec = __m256i;
+  static constexpr int kWidth = 32;
+  __attribute__((target("avx2"))) static Vec Mix(const T *a, const T *b, __m256 w_own,
+                                                 __m256 w_partner) {
+    const __m256 magic = _mm256_set1_ps(12582912.0f);
+    __m256i q[4];
+    for (int j = 0; j < 4; j++) {
+      __m256 fa = _mm256_cvtepi32_ps(
+          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(a + 8 * j))));
+      __m256 fb = _mm256_cvtepi32_ps(
+          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(b + 8 * j))));
+      __m256 v = _mm256_add_ps(_mm256_mul_ps(w_own, fa), _mm256_mul_ps(w_partner, fb));
+      q[j] = _mm256_cvttps_epi32(_mm256_sub_ps(_mm256_add_ps(v, magic), magic));
+    }
+    __m256i packed = _mm256_packus_epi16(_mm256_packus_epi32(q[0], q[1]),
+                                         _mm256_packus_epi32(q[2], q[3]));
+    return _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  }
+  __attribute__((target("avx2"))) static void Store(T *out, Vec v) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i *>(out), v);
+  }
+  __attribute__((target("avx2"))) static void Stream(T *out, Vec v) {
+    _mm256_stream_si256(reinterpret_cast<__m256i *>(out), v);
+  }
+};
+
+/// `stream`: non-temporal stores (from the first 32-byte aligned element on).
+template <typename Kernel>
+__attribute__((target("avx2"))) void BlendSpanAvx2(typename Kernel::T *out,
+                                                   const typename Kernel::T *a,
+                                                   const typename Kernel::T *b, int64_t n,
                                                    float lam, bool stream) {
+  using T = typename Kernel::T;
   const __m256 w_own = _mm256_set1_ps(1.0f - lam), w_partner = _mm256_set1_ps(lam);
   int64_t e = 0;
   if (stream) {
     for (; e < n && !Aligned32(out + e); e++)
-      out[e] = ::multimix::Blend<float>::apply(a[e], b[e], lam);
-    for (; e + 8 <= n; e += 8) {
-      __m256 v = _mm256_add_ps(_mm256_mul_ps(w_own, _mm256_loadu_ps(a + e)),
-                               _mm256_mul_ps(w_partner, _mm256_loadu_ps(b + e)));
-      _mm256_stream_ps(out + e, v);
-    }
+      out[e] = ::multimix::Blend<T>::apply(a[e], b[e], lam);
+    for (; e + Kernel::kWidth <= n; e += Kernel::kWidth)
+      Kernel::Stream(out + e, Kernel::Mix(a + e, b + e, w_own, w_partner));
     _mm_sfence();
   } else {
-    for (; e + 8 <= n; e += 8) {
-      __m256 v = _mm256_add_ps(_mm256_mul_ps(w_own, _mm256_loadu_ps(a + e)),
-                               _mm256_mul_ps(w_partner, _mm256_loadu_ps(b + e)));
-      _mm256_storeu_ps(out + e, v);
-    }
+    for (; e + Kernel::kWidth <= n; e += Kernel::kWidth)
+      Kernel::Store(out + e, Kernel::Mix(a + e, b + e, w_own, w_partner));
   }
-  for (; e < n; e++) out[e] = ::multimix::Blend<float>::apply(a[e], b[e], lam);
-}
-
-/// 32 uint8 mixup values: the float32 operations of Blend<uint8_t> (two products, one sum, the
-/// 1.5 * 2^23 rounding); the saturating packs do the clamp.
-__attribute__((target("avx2"))) inline __m256i BlendU8x32(const uint8_t *a, const uint8_t *b,
-                                                          __m256 w_own, __m256 w_partner) {
-  const __m256 magic = _mm256_set1_ps(12582912.0f);
-  __m256i q[4];
-  for (int j = 0; j < 4; j++) {
-    __m256 fa = _mm256_cvtepi32_ps(
-        _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(a + 8 * j))));
-    __m256 fb = _mm256_cvtepi32_ps(
-        _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(b + 8 * j))));
-    __m256 v = _mm256_add_ps(_mm256_mul_ps(w_own, fa), _mm256_mul_ps(w_partner, fb));
-    q[j] = _mm256_cvttps_epi32(_mm256_sub_ps(_mm256_add_ps(v, magic), magic));
-  }
-  __m256i packed = _mm256_packus_epi16(_mm256_packus_epi32(q[0], q[1]),
-                                       _mm256_packus_epi32(q[2], q[3]));
-  return _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-}
-
-template <>
-__attribute__((target("avx2"))) void BlendSpanAvx2(uint8_t *__restrict out,
-                                                   const uint8_t *__restrict a,
-                                                   const uint8_t *__restrict b, int64_t n,
-                                                   float lam, bool stream) {
-  const __m256 w_own = _mm256_set1_ps(1.0f - lam), w_partner = _mm256_set1_ps(lam);
-  int64_t e = 0;
-  if (stream) {
-    for (; e < n && !Aligned32(out + e); e++)
-      out[e] = ::multimix::Blend<uint8_t>::apply(a[e], b[e], lam);
-    for (; e + 32 <= n; e += 32)
-      _mm256_stream_si256(reinterpret_cast<__m256i *>(out + e),
-                          BlendU8x32(a + e, b + e, w_own, w_partner));
-    _mm_sfence();
-  } else {
-    for (; e + 32 <= n; e += 32)
-      _mm256_storeu_si256(reinterpret_cast<__m256i *>(out + e),
-                          BlendU8x32(a + e, b + e, w_own, w_partner));
-  }
-  for (; e < n; e++) out[e] = ::multimix::Blend<uint8_t>::apply(a[e], b[e], lam);
+  for (; e < n; e++) out[e] = ::multimix::Blend<T>::apply(a[e], b[e], lam);
 }
 
 bool UseAvx2() {
@@ -445,7 +435,11 @@ template <typename T>
 void BlendSpan(T *out, const T *a, const T *b, int64_t n, float lam, bool stream) {
 #if defined(__x86_64__)
   static const bool use_avx2 = UseAvx2();
-  if (use_avx2) return BlendSpanAvx2(out, a, b, n, lam, stream);
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_avx2) return BlendSpanAvx2<Avx2Float>(out, a, b, n, lam, stream);
+  } else if constexpr (std::is_same_v<T, uint8_t>) {
+    if (use_avx2) return BlendSpanAvx2<Avx2Uint8>(out, a, b, n, lam, stream);
+  }
 #endif
   BlendSpanPortable(out, a, b, n, lam);
 }
