@@ -133,7 +133,7 @@ void random_permutation(Rng &rng, int n, int *out) {
 }
 
 /// Lowest frequencies kept per axis by fmix_score_map: every frequency of images up to 32 pixels;
-/// for larger images the dropped part of the 1/f^3 spectrum carries < 1e-4 of the noise power.
+/// for larger images the dropped part of the 1/f^3 spectrum carries ~3e-6 of the noise power.
 constexpr int kFmixMaxFreq = 16;
 
 /// What FMix's noise needs of an (H, W) shape, computed once per shape: the kept frequencies, the
