@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PACKAGE_SOURCES := $(wildcard dali_multimix/*.py dali_multimix/csrc/*) CMakeLists.txt pyproject.toml
+PACKAGE_SOURCES := $(wildcard dali_multimix/*.py dali_multimix/*/*.py dali_multimix/csrc/*) CMakeLists.txt pyproject.toml
 
 .PHONY: setup demo test bench
 setup: $(VENV)/.installed
