@@ -3,10 +3,20 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PACKAGE_SOURCES := $(wildcard dali_multimix/*.py dali_multimix/*/*.py dali_multimix/csrc/*) CMakeLists.txt pyproject.toml
+PACKAGE_SOURCES := $(wildcard dali_multimix/*.py dali_multimix/*/*.py dali_multimix/csrc/* pipelines/*.py) \
+                   CMakeLists.txt pyproject.toml
 
-.PHONY: setup demo test bench
-setup: $(VENV)/.installed
+.PHONY: setup demo test bench system-packages
+setup: system-packages $(VENV)/.installed
+
+# Embedded data and tools from Debian (Fashion-MNIST under /usr/share/datasets, espeak-ng and flite
+# for the synthesised speech set), where apt-get exists and we may use it.
+SYSTEM_PACKAGES := dataset-fashion-mnist espeak-ng flite
+system-packages:
+	@if dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES); \
+	else echo "note: install $(SYSTEM_PACKAGES) (Debian packages) for the embedded data sets"; fi
 
 $(VENV)/.requirements: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)

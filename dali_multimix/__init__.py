@@ -47,6 +47,7 @@ def _load_plugin() -> Path:
 
 PLUGIN_PATH = _load_plugin()
 
-from .ops import LAMBDA_SAMPLINGS, MAX_K, MODES, MultimixOutputs, multimix  # noqa: E402
+from .ops import LAMBDA_SAMPLINGS, MAX_K, MODES, MultimixOutputs, add_multimix, multimix  # noqa: E402
 
-__all__ = ["multimix", "MultimixOutputs", "MODES", "LAMBDA_SAMPLINGS", "MAX_K", "PLUGIN_PATH"]
+__all__ = ["multimix", "add_multimix", "MultimixOutputs", "MODES", "LAMBDA_SAMPLINGS", "MAX_K",
+           "PLUGIN_PATH"]

@@ -185,3 +185,16 @@ def multimix(
 
     outputs = fn.multimix(images, labels, device=images.device, **kwargs)
     return MultimixOutputs(*outputs)
+
+
+def add_multimix(images: DataNode, labels: DataNode, **kwargs) -> tuple:
+    """The one line that adds multi-mix to an existing pipeline: replace ``return images, labels``
+    by ``return add_multimix(images, labels, k=5)``. Returns (mixed images, labels,
+    partner_labels, weights), the order ``dali_multimix.torch.MultimixIterator`` reads
+    (output_map ["images", "labels", "partner_labels", "weights"]). Keyword arguments are those of
+    :func:`multimix`.
+    """
+    out = multimix(images, labels, **kwargs)
+    if out.partner_labels.device != labels.device:
+        labels = labels.gpu()
+    return out.images, labels, out.partner_labels, out.weights

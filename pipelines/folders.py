@@ -1,0 +1,51 @@
+"""Class folders: `root`/<class>/<file>, labels by sorted class name, with bad files reported by
+name (or left out and counted, on request)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, NamedTuple, Optional, Sequence, Union
+
+
+class FileList(NamedTuple):
+    """files[i] has class labels[i]; classes[c] is the folder name of class c; skipped holds
+    (file, reason) for the files left out as unreadable."""
+
+    files: list
+    labels: list
+    classes: list
+    skipped: list
+
+
+def list_class_folder(root: Union[str, Path], extensions: Sequence[str],
+                      verify: Optional[Callable[[str], Optional[str]]] = None, *,
+                      skip_corrupt: bool = False, kind: str = "data") -> FileList:
+    """Lists `root`/<class>/<file> with a suffix in `extensions`.
+
+    verify(path) returns None for a good file, else the reason it is bad: a bad file raises a
+    ValueError naming it, or with skip_corrupt=True is left out and listed in `skipped`.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{kind} folder {root} does not exist (expected {root}/<class>/<file>)")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if not classes:
+        raise ValueError(f"{kind} folder {root} has no class sub-folders (expected {root}/<class>/<file>)")
+    files, labels, skipped = [], [], []
+    for label, name in enumerate(classes):
+        found = sorted(str(p) for p in (root / name).rglob("*")
+                       if p.is_file() and p.suffix.lower() in extensions)
+        if not found:
+            raise ValueError(f"class folder {root / name} has no {kind} files ({', '.join(extensions)})")
+        for path in found:
+            problem = verify(path) if verify else None
+            if problem is not None:
+                if not skip_corrupt:
+                    raise ValueError(f"{kind} file {path} cannot be decoded ({problem}); fix or remove "
+                                     f"it, or pass skip_corrupt=True to leave corrupt files out")
+                skipped.append((path, problem))
+                continue
+            files.append(path)
+            labels.append(label)
+    if not files:
+        raise ValueError(f"{kind} folder {root}: every file was corrupt ({len(skipped)} skipped)")
+    return FileList(files, labels, classes, skipped)
