@@ -92,6 +92,9 @@ def image_folder_val_pipeline(file_list: FileList, *, batch_size: int, size: int
     """Validation: resize the shorter side to `resize` (default size * 256 / 224), centre crop."""
     decoder = _decoder_device(device)
     resize = resize or int(round(size * 256 / 224))
+    if resize < size:
+        raise ValueError(f"resize ({resize}) must be >= the crop size ({size}): the centre crop is "
+                         f"taken from the image resized to {resize} on its shorter side")
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, seed=0,
                   device_id=0 if device == "gpu" else None)

@@ -25,9 +25,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
-def photos() -> np.ndarray:
-    """Four real photos from scikit-image, centre-cropped and resized to (64, 64, 3) uint8."""
+def sample_photos(size: int = 64) -> np.ndarray:
+    """Four real photos from scikit-image, centre-cropped and resized: (4, size, size, 3) uint8."""
     from PIL import Image
     from skimage import data
 
@@ -36,8 +35,13 @@ def photos() -> np.ndarray:
         h, w = img.shape[:2]
         s = min(h, w)
         crop = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-        out.append(np.asarray(Image.fromarray(crop).resize((64, 64), Image.BILINEAR)))
+        out.append(np.asarray(Image.fromarray(crop).resize((size, size), Image.BILINEAR)))
     return np.stack(out)
+
+
+@pytest.fixture(scope="session")
+def photos() -> np.ndarray:
+    return sample_photos()
 
 
 def to_layout(batch_hwc: np.ndarray, layout: str) -> np.ndarray:
