@@ -3,7 +3,7 @@ speech (WAV -> spectrogram); the datasets they read; sharding for data-parallel 
 from .arrays import EpochSource, array_eval_pipeline, array_train_pipeline, channel_stats
 from .datasets import (ArrayDataset, as_dataset, fashion_mnist, load_cifar, load_idx, load_npz,
                        read_idx)
-from .folders import FileList, list_class_folder
+from .folders import FileList, list_class_folder, read_file_list
 from .image_folder import (default_device, image_folder_train_pipeline, image_folder_val_pipeline,
                            list_image_folder)
 from .sharding import shard_indices
@@ -13,7 +13,7 @@ from .speech_data import synthesize_speech_commands
 __all__ = [
     "EpochSource", "array_eval_pipeline", "array_train_pipeline", "channel_stats", "ArrayDataset",
     "as_dataset", "fashion_mnist", "load_cifar", "load_idx", "load_npz", "read_idx", "FileList",
-    "list_class_folder", "default_device", "image_folder_train_pipeline",
+    "list_class_folder", "read_file_list", "default_device", "image_folder_train_pipeline",
     "image_folder_val_pipeline", "list_image_folder", "shard_indices", "list_audio_folder",
     "speech_train_pipeline", "synthesize_speech_commands",
 ]

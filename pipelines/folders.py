@@ -49,3 +49,37 @@ def list_class_folder(root: Union[str, Path], extensions: Sequence[str],
     if not files:
         raise ValueError(f"{kind} folder {root}: every file was corrupt ({len(skipped)} skipped)")
     return FileList(files, labels, classes, skipped)
+
+
+def read_file_list(path: Union[str, Path], root: Union[str, Path, None] = None,
+                   verify: Optional[Callable[[str], Optional[str]]] = None, *,
+                   skip_corrupt: bool = False, kind: str = "data") -> FileList:
+    """A file list in DALI's `file_list` format: one "<relative path> <integer label>" per line,
+    paths relative to `root` (default: the list's folder). Classes are named by their label."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"file list {path} does not exist")
+    root = Path(root) if root is not None else path.parent
+    files, labels, skipped = [], [], []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or int(parts[1]) < 0:
+            raise ValueError(f"{path}:{number}: expected '<path> <label >= 0>'; got {line!r}")
+        file = str(root / parts[0])
+        if not Path(file).is_file():
+            raise FileNotFoundError(f"{path}:{number}: {kind} file {file} does not exist")
+        problem = verify(file) if verify else None
+        if problem is not None:
+            if not skip_corrupt:
+                raise ValueError(f"{kind} file {file} cannot be decoded ({problem}); fix or remove "
+                                 f"it, or pass skip_corrupt=True to leave corrupt files out")
+            skipped.append((file, problem))
+            continue
+        files.append(file)
+        labels.append(int(parts[1]))
+    if not files:
+        raise ValueError(f"file list {path} names no usable files ({len(skipped)} skipped)")
+    classes = [str(c) for c in range(max(labels) + 1)]
+    return FileList(files, labels, classes, skipped)

@@ -115,3 +115,18 @@ def test_crop_larger_than_resize_is_rejected(jpeg_folder):
     fl = pipelines.list_image_folder(jpeg_folder)
     with pytest.raises(ValueError, match=r"resize \(48\) must be >= the crop size \(64\)"):
         pipelines.image_folder_val_pipeline(fl, batch_size=2, size=64, resize=48)
+
+
+def test_file_list_in_dali_format(jpeg_folder, tmp_path):
+    fl = pipelines.list_image_folder(jpeg_folder)
+    listing = tmp_path / "train.txt"
+    listing.write_text("".join(f"{p} {l}\n" for p, l in zip(fl.files, fl.labels)))
+    from_list = pipelines.read_file_list(listing, root="/")  # the listed paths are absolute
+    assert from_list.files == fl.files
+    assert from_list.labels == fl.labels
+    pipe = pipelines.image_folder_train_pipeline(from_list, batch_size=6, size=32, k=2)
+    pipe.build()
+    assert sum(b.images.shape[0] for b in MultimixIterator.from_pipeline(pipe, reader_name="Reader")) == 36
+    listing.write_text("a.jpg\n")
+    with pytest.raises(ValueError, match=r"train.txt:1: expected '<path> <label >= 0>'; got 'a.jpg'"):
+        pipelines.read_file_list(listing)
