@@ -3,10 +3,11 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PACKAGE_SOURCES := $(wildcard dali_multimix/*.py dali_multimix/*/*.py dali_multimix/csrc/* pipelines/*.py) \
+PACKAGE_SOURCES := $(wildcard dali_multimix/*.py dali_multimix/*/*.py dali_multimix/csrc/* pipelines/*.py \
+                     train/*.py train/configs/*.yaml) \
                    CMakeLists.txt pyproject.toml
 
-.PHONY: setup demo test bench system-packages
+.PHONY: setup demo test bench spiral system-packages
 setup: system-packages $(VENV)/.installed
 
 # Embedded data and tools from Debian (Fashion-MNIST under /usr/share/datasets, espeak-ng and flite
@@ -31,9 +32,15 @@ $(VENV)/.installed: $(VENV)/.requirements $(PACKAGE_SOURCES)
 
 demo: setup
 	$(VENV)/bin/multimix-demo --output outputs/interpolations.png
+	$(PY) -m train.demo
 
 test: setup
 	$(VENV)/bin/pytest tests
 
 bench: setup
 	$(PY) bench/bench_op.py
+	$(PY) bench/bench_train_step.py
+	$(PY) bench/bench_pipelines.py
+
+spiral: setup
+	$(PY) -m train.spiral --out outputs/spiral

@@ -17,8 +17,22 @@ _FIX = "run `make setup` in the dali-multimix checkout (or `pip install --no-bui
 
 
 def _plugin_path() -> Path:
+    """The plugin next to this file, else the one of the installed distribution (when the source
+    tree shadows the installed package, e.g. `python -m train` in the checkout)."""
     override = os.environ.get("DALI_MULTIMIX_PLUGIN")
-    return Path(override) if override else Path(__file__).with_name("libdali_multimix.so")
+    if override:
+        return Path(override)
+    local = Path(__file__).with_name("libdali_multimix.so")
+    if local.is_file():
+        return local
+    try:
+        from importlib.metadata import PackageNotFoundError, distribution
+        for f in distribution("dali-multimix").files or []:
+            if f.name == "libdali_multimix.so":
+                return Path(f.locate())
+    except PackageNotFoundError:
+        pass
+    return local
 
 
 def _load_plugin() -> Path:

@@ -8,7 +8,8 @@ seed and the epoch index, so a resumed run sees the same order.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from functools import partial
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from nvidia.dali import fn, pipeline_def, types
@@ -24,9 +25,11 @@ class EpochSource:
     """Batch callback of ``fn.external_source(batch_info=True, num_outputs=2)``."""
 
     def __init__(self, dataset: ArrayDataset, batch_size: int, *, shuffle: bool, seed: int,
-                 shard_id: int = 0, num_shards: int = 1):
+                 shard_id: int = 0, num_shards: int = 1, first_epoch: int = 0,
+                 drop_last: bool = False):
         self.images, self.labels = dataset.images, dataset.labels
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.first_epoch, self.drop_last = first_epoch, drop_last
         self.indices = shard_indices(len(dataset.labels), shard_id, num_shards)
 
     def __len__(self) -> int:
@@ -38,9 +41,10 @@ class EpochSource:
         return np.random.default_rng([self.seed, epoch]).permutation(self.indices)
 
     def __call__(self, info):
-        order = self.epoch_order(info.epoch_idx)
+        order = self.epoch_order(self.first_epoch + info.epoch_idx)
         start = info.iteration * self.batch_size
-        if start >= len(order):
+        end = start + (self.batch_size if self.drop_last else 1)
+        if end > len(order):
             raise StopIteration
         chosen = order[start:start + self.batch_size]
         return ([self.images[i] for i in chosen],
@@ -53,47 +57,69 @@ def channel_stats(dataset: ArrayDataset) -> tuple[list, list]:
     return x.mean(0).tolist(), x.std(0).tolist()
 
 
-def _source(dataset, batch_size, shuffle, seed, shard_id, num_shards):
+def _source(dataset, batch_size, shuffle, seed, shard_id, num_shards, first_epoch=0,
+            drop_last=False):
     src = EpochSource(dataset, batch_size, shuffle=shuffle, seed=seed, shard_id=shard_id,
-                      num_shards=num_shards)
+                      num_shards=num_shards, first_epoch=first_epoch, drop_last=drop_last)
     images, labels = fn.external_source(source=src, batch_info=True, num_outputs=2, batch=True,
                                         layout=["HWC", ""], dtype=[types.UINT8, types.INT64])
     return images, labels
+
+
+def augment(images, *, h: int, w: int, pad: int, flip: bool, mean: Sequence[float],
+            std: Sequence[float]):
+    """CIFAR-style augmentation of uint8 HWC images: a random H x W window of the image padded by
+    `pad` zeros on each side, a random horizontal flip, normalisation to CHW float32."""
+    if pad > 0:
+        # `values`: uniform over the integers (an integer `range` rounds, halving the ends)
+        anchor = fn.cast(fn.random.uniform(values=list(range(-pad, pad + 1)), shape=2),
+                         dtype=types.INT32)
+        images = fn.slice(images, start=anchor, shape=(h, w), axis_names="HW",
+                          out_of_bounds_policy="pad", fill_values=0)
+    mirror = fn.random.coin_flip() if flip else 0
+    return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW",
+                                    mean=list(mean), std=list(std), mirror=mirror)
 
 
 def array_train_pipeline(dataset: ArrayDataset, *, batch_size: int, k: int = 5,
                          alpha: float = 1.0, mode: str = "mixup", mix: bool = True, pad: int = 4,
                          flip: bool = True, mean: Optional[Sequence[float]] = None,
                          std: Optional[Sequence[float]] = None, shard_id: int = 0,
-                         num_shards: int = 1, seed: int = 0, num_threads: int = 2,
-                         device: str = "cpu") -> Pipeline:
+                         num_shards: int = 1, seed: int = 0, first_epoch: int = 0,
+                         num_threads: int = 2, device: str = "cpu",
+                         augment_copies: int = 1, mixer: Optional[Callable] = None,
+                         drop_last: bool = False) -> Pipeline:
     """Training pipeline: random crop (zero padding `pad`), flip, normalise (CHW float32), then
     multimix (Shen et al.). Outputs (images (B, K, C, H, W), labels, partner_labels, weights), or
     (images (B, C, H, W), labels) with mix=False.
+
+    augment_copies: n > 1 stacks n independently augmented copies of each sample, (B, n, C, H, W)
+        (batch augmentation).
+    mixer: replaces the multimix step: mixer(images, labels) -> the pipeline's outputs.
+    first_epoch: the epoch the pipeline starts at (the sample order is a function of seed and
+        epoch, so a resumed run continues the same sequence).
+    drop_last: leave out the last partial batch of each epoch (every batch then has batch_size).
     """
     _check_shapes(dataset, batch_size, pad)
     if mean is None or std is None:
         mean, std = channel_stats(dataset)
     h, w = dataset.images.shape[1:3]
+    if mixer is None and mix:
+        mixer = partial(dali_multimix.add_multimix, k=k, alpha=alpha, mode=mode)
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, seed=seed,
                   device_id=0 if device == "gpu" else None, exec_dynamic=True)
     def pipe():
-        images, labels = _source(dataset, batch_size, True, seed, shard_id, num_shards)
+        images, labels = _source(dataset, batch_size, True, seed, shard_id, num_shards,
+                                 first_epoch, drop_last)
         if device == "gpu":
             images = images.gpu()
-        if pad > 0:  # a random H x W window of the image padded by `pad` zeros on each side
-            # `values`: uniform over the integers (an integer `range` rounds, halving the ends)
-            anchor = fn.cast(fn.random.uniform(values=list(range(-pad, pad + 1)), shape=2),
-                             dtype=types.INT32)
-            images = fn.slice(images, start=anchor, shape=(h, w), axis_names="HW",
-                              out_of_bounds_policy="pad", fill_values=0)
-        mirror = fn.random.coin_flip() if flip else 0
-        images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW",
-                                          mean=list(mean), std=list(std), mirror=mirror)
-        if not mix:
+        copies = [augment(images, h=h, w=w, pad=pad, flip=flip, mean=mean, std=std)
+                  for _ in range(augment_copies)]
+        images = copies[0] if augment_copies == 1 else fn.stack(*copies)
+        if mixer is None:
             return images, labels
-        return dali_multimix.add_multimix(images, labels, k=k, alpha=alpha, mode=mode)
+        return mixer(images, labels)
 
     return pipe()
 

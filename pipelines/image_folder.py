@@ -6,7 +6,8 @@ validation pipeline (resize the shorter side, centre crop).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from functools import partial
+from typing import Callable, Optional, Sequence, Union
 
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline
@@ -59,11 +60,15 @@ def image_folder_train_pipeline(file_list: FileList, *, batch_size: int, size: i
                                 mix: bool = True, shard_id: int = 0, num_shards: int = 1,
                                 seed: int = 0, num_threads: int = 2, device: str = "cpu",
                                 mean: Sequence[float] = IMAGENET_MEAN,
-                                std: Sequence[float] = IMAGENET_STD) -> Pipeline:
+                                std: Sequence[float] = IMAGENET_STD,
+                                mixer: Optional[Callable] = None) -> Pipeline:
     """Training: random-resized crop to size x size, flip, normalise (CHW float32), multimix.
     Outputs (images (B, K, 3, size, size), labels, partner_labels, weights), or (images, labels)
-    with mix=False. Use reader_name="Reader" in the iterator."""
+    with mix=False. `mixer(images, labels)` replaces the multimix step. Use reader_name="Reader"
+    in the iterator."""
     decoder = _decoder_device(device)
+    if mixer is None and mix:
+        mixer = partial(dali_multimix.add_multimix, k=k, alpha=alpha, mode=mode)
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, seed=seed,
                   device_id=0 if device == "gpu" else None)
@@ -77,9 +82,7 @@ def image_folder_train_pipeline(file_list: FileList, *, batch_size: int, size: i
         images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW",
                                           crop=(size, size), mean=list(mean), std=list(std),
                                           mirror=fn.random.coin_flip(probability=0.5))
-        if not mix:
-            return images, labels
-        return dali_multimix.add_multimix(images, labels, k=k, alpha=alpha, mode=mode)
+        return (images, labels) if mixer is None else mixer(images, labels)
 
     return pipe()
 

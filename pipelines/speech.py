@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import wave
 from pathlib import Path
-from typing import Optional, Union
+from functools import partial
+from typing import Callable, Optional, Union
 
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline
@@ -41,13 +42,17 @@ def list_audio_folder(root: Union[str, Path], *, verify: bool = True,
 def speech_train_pipeline(file_list: FileList, *, batch_size: int, k: int = 5, alpha: float = 1.0,
                           mode: str = "mixup", mix: bool = True, training: bool = True,
                           n_mels: int = 40, seconds: float = 1.0, shard_id: int = 0,
-                          num_shards: int = 1, seed: int = 0, num_threads: int = 2) -> Pipeline:
+                          num_shards: int = 1, seed: int = 0, num_threads: int = 2,
+                          mixer: Optional[Callable] = None) -> Pipeline:
     """Outputs (spectrograms (B, K, 1, n_mels, 101), labels, partner_labels, weights), or
     (spectrograms (B, 1, n_mels, 101), labels) with mix=False; layout CHW with H = mel bands and
-    W = 10 ms frames. Use reader_name="Reader" in the iterator."""
+    W = 10 ms frames. `mixer(maps, labels)` replaces the multimix step. Use reader_name="Reader"
+    in the iterator."""
     check_shard(shard_id, num_shards)
     if mode not in ("mixup", "cutmix"):
         raise ValueError(f"mode must be 'mixup' or 'cutmix' for spectrograms; got {mode!r}")
+    if mixer is None and mix:
+        mixer = partial(dali_multimix.add_multimix, k=k, alpha=alpha, mode=mode)
     length = int(round(seconds * SAMPLE_RATE))
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, seed=seed, device_id=None)
@@ -65,8 +70,6 @@ def speech_train_pipeline(file_list: FileList, *, batch_size: int, k: int = 5, a
         db = fn.to_decibels(mel, multiplier=10.0, cutoff_db=-80.0)
         norm = fn.normalize(db, epsilon=1e-5)
         maps = fn.reshape(fn.expand_dims(norm, axes=[0]), layout="CHW")
-        if not mix:
-            return maps, labels
-        return dali_multimix.add_multimix(maps, labels, k=k, alpha=alpha, mode=mode)
+        return (maps, labels) if mixer is None else mixer(maps, labels)
 
     return pipe()

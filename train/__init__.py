@@ -1,0 +1,1 @@
+"""Training harness for multi-mix and its baselines: `python -m train --help`."""

@@ -1,0 +1,167 @@
+"""Every default of the training harness, in one dataclass; YAML configs and key=value overrides
+on top; the resolved config is saved next to the results."""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+
+@dataclass
+class TrainConfig:
+    # data
+    dataset: str = "fashion_mnist"     # fashion_mnist | cifar10 | cifar100 | npz | image_folder | speech
+    data_path: str = ""                # folder / file of the data set (not needed for fashion_mnist)
+    train_subset: int = 0              # use only the first N training samples (0 = all)
+    test_subset: int = 0               # evaluate on the first N test samples (0 = all)
+    label_noise: float = 0.0           # fraction of training labels replaced by another class
+    pad: int = 4                       # random-crop padding (array data sets)
+    image_size: int = 224              # crop size (image_folder)
+    # model
+    model: str = "small_cnn"           # small_cnn | preact_resnet18 | wrn16_8 | resnext29_4_24 | resnet50 | vgg11 | spiral_mlp
+    # method (see train/methods.py)
+    method: str = "multimix"
+    k: int = 5                         # interpolations per pair for the multi-mix methods
+    alpha: float = 1.0                 # Beta(alpha, alpha) mixing ratios
+    lambda_sampling: str = "sorted"    # sorted | stratified
+    manifold_layers: list = field(default_factory=lambda: ["", "layer1", "layer2"])
+    label_smoothing: float = 0.1       # for method label_smoothing
+    cutout: int = 8                    # hole side for method cutout
+    # optimisation
+    epochs: int = 3
+    batch_size: int = 100
+    optimizer: str = "sgd"             # sgd | adam
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    schedule: str = "multistep"        # step | multistep | cosine | constant
+    milestones: list = field(default_factory=lambda: [100, 200])
+    gamma: float = 0.1
+    amp: bool = True                   # mixed precision when on a GPU
+    # evaluation
+    ece_bins: int = 10
+    noise_std: float = 0.5             # Gaussian-noise corruption of the test inputs (normalised scale)
+    # run
+    seed: int = 0
+    device: str = "auto"               # auto | cpu | cuda
+    num_threads: int = 2
+    out_dir: str = "outputs/train"
+    resume: bool = False
+    progress: bool = True
+
+
+def _field_types() -> dict:
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: hints[f.name] for f in fields(TrainConfig)}
+
+
+def _coerce(name: str, value, kind):
+    """Converts a YAML or command-line value to the field's type, naming the key on error."""
+    origin = typing.get_origin(kind) or kind
+    try:
+        if origin is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if origin is list:
+            if isinstance(value, str):
+                value = yaml.safe_load(value) if value.strip().startswith("[") else \
+                    [v for v in value.split(",") if v != ""] if value else []
+            if not isinstance(value, list):
+                raise ValueError
+            return list(value)
+        if origin is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if origin is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        return str(value)
+    except (ValueError, TypeError, yaml.YAMLError):
+        raise ValueError(f"config key {name!r}: expected {getattr(origin, '__name__', origin)}; "
+                         f"got {value!r}") from None
+
+
+def load_config(path: Optional[str] = None, overrides: tuple = ()) -> TrainConfig:
+    """Defaults <- YAML file <- key=value overrides; unknown keys and bad values are rejected."""
+    types = _field_types()
+    values = {}
+    if path:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"config {path}: expected a mapping of keys to values")
+        values.update(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        values[key.strip()] = value
+    for key in values:
+        if key not in types:
+            close = [k for k in types if k.startswith(key[:3])]
+            raise ValueError(f"unknown config key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    cfg = TrainConfig(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
+    validate(cfg)
+    return cfg
+
+
+CHOICES = {
+    "dataset": ("fashion_mnist", "cifar10", "cifar100", "npz", "image_folder", "speech"),
+    "optimizer": ("sgd", "adam"),
+    "schedule": ("step", "multistep", "cosine", "constant"),
+    "lambda_sampling": ("sorted", "stratified"),
+    "device": ("auto", "cpu", "cuda"),
+}
+
+
+def validate(cfg: TrainConfig) -> None:
+    from .methods import METHODS
+    from .models import MODELS
+
+    choices = dict(CHOICES, method=tuple(METHODS), model=tuple(MODELS))
+    for key, allowed in choices.items():
+        if getattr(cfg, key) not in allowed:
+            raise ValueError(f"config key {key!r}: expected one of {list(allowed)}; got "
+                             f"{getattr(cfg, key)!r}")
+    positive = ("k", "epochs", "batch_size", "ece_bins", "num_threads")
+    for key in positive:
+        if getattr(cfg, key) < 1:
+            raise ValueError(f"config key {key!r}: expected an integer >= 1; got {getattr(cfg, key)}")
+    if not cfg.k <= 64:
+        raise ValueError(f"config key 'k': expected at most 64; got {cfg.k}")
+    if not cfg.alpha > 0:
+        raise ValueError(f"config key 'alpha': expected > 0; got {cfg.alpha}")
+    if not 0 <= cfg.label_noise < 1:
+        raise ValueError(f"config key 'label_noise': expected a fraction in [0, 1); got {cfg.label_noise}")
+    if cfg.lr <= 0:
+        raise ValueError(f"config key 'lr': expected > 0; got {cfg.lr}")
+
+
+def save_config(cfg: TrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+
+
+def help_text() -> str:
+    """Every option with its default and the comment beside it in TrainConfig, for --help."""
+    import inspect
+    import re
+
+    comments = dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.*)$", inspect.getsource(TrainConfig), re.M))
+    lines = []
+    for f in fields(TrainConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        lines.append(f"  {f.name:16s} {default!r:24s} {comments.get(f.name, '')}".rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,164 @@
+"""Data for the harness: the training and evaluation sets and the per-epoch DALI pipelines,
+sharded by data-parallel rank. Array data sets (Fashion-MNIST, CIFAR, .npz), image folders
+(ImageNet / Tiny-ImageNet style, data_path/train and data_path/val) and speech (WAV folders)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+import pipelines
+from dali_multimix.torch import MultimixIterator
+
+from .config import TrainConfig
+from .methods import Method, batch_size as method_batch_size, make_mixer
+
+ARRAY_DATASETS = ("fashion_mnist", "cifar10", "cifar100", "npz")
+MIXED_NAMES = ["images", "labels", "partner_labels", "weights"]
+
+
+@dataclass
+class Data:
+    train: Union[pipelines.ArrayDataset, pipelines.FileList]
+    test: Union[pipelines.ArrayDataset, pipelines.FileList]
+    num_classes: int
+    sample_shape: tuple          # (C, H, W) of one training input
+    mean: list = None            # array data sets: per-channel statistics of the training set
+    std: list = None
+
+    @property
+    def arrays(self) -> bool:
+        return isinstance(self.train, pipelines.ArrayDataset)
+
+    @property
+    def in_channels(self) -> int:
+        return self.sample_shape[0]
+
+    def train_size(self) -> int:
+        return len(self.train.labels)
+
+
+def flip_labels(labels: np.ndarray, fraction: float, num_classes: int, seed: int) -> np.ndarray:
+    """Replaces `fraction` of the labels by another class, uniformly (symmetric label noise)."""
+    rng = np.random.default_rng([seed, 7])
+    noisy = labels.copy()
+    chosen = rng.choice(len(labels), int(round(fraction * len(labels))), replace=False)
+    noisy[chosen] = (labels[chosen] + rng.integers(1, num_classes, len(chosen))) % num_classes
+    return noisy
+
+
+def _load_arrays(cfg: TrainConfig):
+    if cfg.dataset == "fashion_mnist":
+        root = cfg.data_path or pipelines.datasets.FASHION_MNIST_DIR
+        return pipelines.fashion_mnist("train", root), pipelines.fashion_mnist("test", root)
+    if not cfg.data_path:
+        raise ValueError(f"dataset {cfg.dataset!r} needs data_path= (CIFAR: the folder of the python "
+                         f"pickles; npz: a folder with train.npz and test.npz)")
+    if cfg.dataset in ("cifar10", "cifar100"):
+        return pipelines.load_cifar(cfg.data_path, "train"), pipelines.load_cifar(cfg.data_path, "test")
+    return (pipelines.load_npz(Path(cfg.data_path) / "train.npz"),
+            pipelines.load_npz(Path(cfg.data_path) / "test.npz"))
+
+
+def _subset(data, n: int):
+    if not n:
+        return data
+    if isinstance(data, pipelines.ArrayDataset):
+        return pipelines.ArrayDataset(data.images[:n], data.labels[:n])
+    return pipelines.FileList(data.files[:n], data.labels[:n], data.classes, data.skipped)
+
+
+def load_data(cfg: TrainConfig) -> Data:
+    if cfg.dataset in ARRAY_DATASETS:
+        train, test = _load_arrays(cfg)
+        train, test = _subset(train, cfg.train_subset), _subset(test, cfg.test_subset)
+        classes = max(train.num_classes, test.num_classes)
+        if cfg.label_noise > 0:
+            train = pipelines.ArrayDataset(train.images, flip_labels(train.labels, cfg.label_noise,
+                                                                     classes, cfg.seed))
+        mean, std = pipelines.channel_stats(train)
+        shape = (train.images.shape[3],) + train.images.shape[1:3]
+        return Data(train, test, classes, shape, mean, std)
+    if cfg.label_noise > 0:
+        raise ValueError("label_noise is available for the array data sets only")
+    if cfg.dataset == "image_folder":
+        if not cfg.data_path:
+            raise ValueError("dataset 'image_folder' needs data_path= a folder with train/ and val/, "
+                             "each holding <class>/<image> files")
+        root = Path(cfg.data_path)
+        train = pipelines.list_image_folder(root / "train", verify=False)
+        test = pipelines.list_image_folder(root / "val", verify=False)
+        shape = (3, cfg.image_size, cfg.image_size)
+    else:  # speech
+        root = Path(cfg.data_path) if cfg.data_path else \
+            pipelines.synthesize_speech_commands(Path(cfg.out_dir).parent / "speech_commands")
+        files = pipelines.list_audio_folder(root)
+        order = np.random.default_rng(cfg.seed).permutation(len(files.files))
+        cut = len(order) * 4 // 5  # a fixed 80 / 20 split of the clips
+        pick = lambda idx: pipelines.FileList([files.files[i] for i in idx],  # noqa: E731
+                                              [files.labels[i] for i in idx], files.classes, [])
+        train, test = pick(order[:cut]), pick(order[cut:])
+        shape = (1, 40, 101)
+    train, test = _subset(train, cfg.train_subset), _subset(test, cfg.test_subset)
+    return Data(train, test, len(train.classes), shape)
+
+
+def epoch_seed(cfg: TrainConfig, epoch: int, rank: int) -> int:
+    return int(np.random.SeedSequence([cfg.seed, epoch, rank]).generate_state(1)[0] % 2**31)
+
+
+def steps_per_epoch(cfg: TrainConfig, method: Method, data: Data, world: int) -> int:
+    return data.train_size() // world // method_batch_size(method, cfg.batch_size, cfg.k)
+
+
+def train_loader(cfg: TrainConfig, method: Method, data: Data, epoch: int, rank: int = 0,
+                 world: int = 1, device: str = "cpu") -> MultimixIterator:
+    """The DALI pipeline of one epoch. Its seed depends only on (seed, epoch, rank), so a resumed
+    run rebuilds exactly the pipeline it would have had. Partial last batches are dropped, and the
+    shards are equal, so that every rank takes the same number of steps."""
+    batch = method_batch_size(method, cfg.batch_size, cfg.k)
+    mixer = make_mixer(method, k=cfg.k, alpha=cfg.alpha, lambda_sampling=cfg.lambda_sampling,
+                       cutout=cfg.cutout, batch=batch, sample_shape=data.sample_shape)
+    common = dict(batch_size=batch, shard_id=rank, num_shards=world, seed=epoch_seed(cfg, epoch, rank),
+                  num_threads=cfg.num_threads, mixer=mixer, mix=mixer is not None)
+    names = MIXED_NAMES if mixer is not None and not method.cutout else ["images", "labels"]
+    if data.arrays:
+        usable = data.train_size() // world * world
+        train = pipelines.ArrayDataset(data.train.images[:usable], data.train.labels[:usable])
+        pipe = pipelines.array_train_pipeline(
+            train, pad=cfg.pad, mean=data.mean, std=data.std, first_epoch=epoch, device=device,
+            augment_copies=cfg.k if method.augment_copies else 1, drop_last=True, **common)
+        pipe.build()
+        return MultimixIterator(DALIGenericIterator(pipe, names))
+    if method.augment_copies:
+        raise ValueError(f"method {method.name!r} (K augmented copies) is available for the array "
+                         f"data sets only")
+    if cfg.dataset == "image_folder":
+        pipe = pipelines.image_folder_train_pipeline(data.train, size=cfg.image_size, device=device,
+                                                     **common)
+    else:
+        pipe = pipelines.speech_train_pipeline(data.train, **common)
+    pipe.build()
+    return MultimixIterator(DALIGenericIterator(pipe, names, reader_name="Reader",
+                                                last_batch_policy=LastBatchPolicy.DROP))
+
+
+def eval_loader(cfg: TrainConfig, data: Data, device: str = "cpu"):
+    batch = max(cfg.batch_size, 256)
+    if data.arrays:
+        pipe = pipelines.array_eval_pipeline(data.test, batch_size=batch, mean=data.mean, std=data.std,
+                                             num_threads=cfg.num_threads, device=device)
+        pipe.build()
+        return DALIGenericIterator(pipe, ["images", "labels"])
+    if cfg.dataset == "image_folder":
+        pipe = pipelines.image_folder_val_pipeline(data.test, batch_size=batch, size=cfg.image_size,
+                                                   num_threads=cfg.num_threads, device=device)
+    else:
+        pipe = pipelines.speech_train_pipeline(data.test, batch_size=batch, mix=False, training=False,
+                                               num_threads=cfg.num_threads)
+    pipe.build()
+    return DALIGenericIterator(pipe, ["images", "labels"], reader_name="Reader",
+                               last_batch_policy=LastBatchPolicy.PARTIAL)

@@ -1,0 +1,188 @@
+"""The training loop, readable top to bottom: data, model, optimiser, then per epoch: train on
+the method's mixed batches, evaluate, log, checkpoint atomically."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from dali_multimix.torch import ManifoldMultiMix, mixed_cross_entropy
+
+from . import checkpoint
+from .config import TrainConfig, save_config
+from .data import eval_loader, load_data, steps_per_epoch, train_loader
+from .methods import METHODS, batch_size as method_batch_size, interpolations
+from .metrics import expected_calibration_error, plot_curves, reliability_diagram
+from .models import build_model
+
+
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module):
+    if cfg.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                              nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+    if cfg.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    elif cfg.schedule in ("step", "multistep"):
+        milestones = [int(m) for m in cfg.milestones] if cfg.schedule == "multistep" else \
+            list(range(int(cfg.milestones[0]), cfg.epochs, int(cfg.milestones[0])))
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=cfg.gamma)
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
+    return opt, sched
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size); joins the process group that torchrun describes."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+@torch.no_grad()
+def evaluate(model, loader, device, cfg: TrainConfig, epoch: int):
+    """Top-1 error, ECE and error under Gaussian noise on the test set."""
+    model.eval()
+    noise = torch.Generator(device="cpu").manual_seed(cfg.seed + 1000 * epoch)
+    probs, noisy_pred, labels = [], [], []
+    for batch in loader:
+        x, y = batch[0]["images"].to(device), batch[0]["labels"].reshape(-1).to(device)
+        probs.append(F.softmax(model(x).float(), 1).cpu())
+        corrupted = x + cfg.noise_std * torch.randn(x.shape, generator=noise).to(device)
+        noisy_pred.append(model(corrupted).argmax(1).cpu())
+        labels.append(y.cpu())
+    loader.reset()
+    probs, labels, noisy_pred = torch.cat(probs), torch.cat(labels), torch.cat(noisy_pred)
+    ece, acc, conf, count = expected_calibration_error(probs, labels, cfg.ece_bins)
+    return {"test_error": (probs.argmax(1) != labels).double().mean().item(), "ece": ece,
+            "noisy_test_error": (noisy_pred != labels).double().mean().item()}, (acc, conf, count)
+
+
+def train(cfg: TrainConfig) -> dict:
+    rank, world = distributed()
+    device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    dali_device = "gpu" if device.type == "cuda" else "cpu"
+    torch.set_num_threads(cfg.num_threads)
+    out = Path(cfg.out_dir)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+
+    method = METHODS[cfg.method]
+    data = load_data(cfg)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, data.num_classes, data.in_channels).to(device)
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    optimizer, scheduler = make_optimizer(cfg, model)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    mix_generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    history, start_epoch = [], 0
+    ckpt_path = out / f"checkpoint_rank{rank}.pt"
+    if cfg.resume and ckpt_path.exists():
+        state = checkpoint.load(ckpt_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        mix_generator.set_state(state["mix_generator"])
+        torch.set_rng_state(state["torch_rng"])
+        history, start_epoch = state["history"], state["epoch"]
+        if rank == 0:
+            print(f"resumed from {ckpt_path} at epoch {start_epoch}")
+    manifold = (ManifoldMultiMix(model, cfg.manifold_layers, k=interpolations(method, cfg.k), alpha=cfg.alpha,
+                                 lambda_sampling=cfg.lambda_sampling, generator=mix_generator)
+                if method.manifold else contextlib.nullcontext())
+    smoothing = cfg.label_smoothing if method.label_smoothing else 0.0
+    test_loader = eval_loader(cfg, data, dali_device)
+    writer = None
+    if rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(out / "tensorboard"))
+    steps = steps_per_epoch(cfg, method, data, world)
+    if steps == 0:
+        raise ValueError(f"{data.train_size() // world} training samples per process are fewer than one "
+                         f"batch of {method_batch_size(method, cfg.batch_size, cfg.k)} (method "
+                         f"{method.name!r}): lower batch_size or use more data")
+    calibration = None
+
+    for epoch in range(start_epoch, cfg.epochs):
+        loader = train_loader(cfg, method, data, epoch, rank, world, dali_device)
+        net.train()
+        t0 = time.perf_counter()
+        loss_sum, grad_sq_sum, seen = 0.0, 0.0, 0
+        bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=not cfg.progress or rank != 0)
+        with manifold:
+            for batch in bar:
+                if isinstance(batch, dict):  # a pipeline without input mixing
+                    x, y = batch["images"], batch["labels"].reshape(-1)
+                    y2, w = y, torch.zeros(len(y))
+                else:
+                    x, y, y2, w = batch
+                x, y, y2, w = x.to(device), y.to(device), y2.to(device), w.to(device)
+                with torch.autocast(device.type, enabled=use_amp):
+                    logits = net(x)
+                if method.manifold:
+                    y, y2, w = manifold.targets(y)
+                loss = mixed_cross_entropy(logits.float(), y, y2, w, label_smoothing=smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                grad_sq_sum += sum(float(p.grad.pow(2).sum()) for p in model.parameters() if p.grad is not None)
+                scaler.step(optimizer)
+                scaler.update()
+                loss_sum += loss.item()
+                seen += 1
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+        scheduler.step()
+        epoch_time = time.perf_counter() - t0
+        metrics, calibration = evaluate(model, test_loader, device, cfg, epoch)
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+               "mean_sq_grad_norm": grad_sq_sum / max(seen, 1), "epoch_seconds": epoch_time,
+               "lr": optimizer.param_groups[0]["lr"], **metrics}
+        history.append(row)
+        if rank == 0:
+            print(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
+                  f"test error {100 * row['test_error']:.2f}%  ECE {100 * row['ece']:.2f}%  "
+                  f"noisy error {100 * row['noisy_test_error']:.2f}%  {epoch_time:.1f}s", flush=True)
+            write_csv(history, out / "metrics.csv")
+            for key, value in row.items():
+                if key != "epoch":
+                    writer.add_scalar(key, value, epoch + 1)
+        checkpoint.save_atomic({
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "mix_generator": mix_generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "history": history, "epoch": epoch + 1, "config": asdict(cfg)}, ckpt_path)
+
+    if rank == 0:
+        writer.close()
+        if calibration is None:  # resumed after the last epoch: nothing was trained
+            _, calibration = evaluate(model, test_loader, device, cfg, cfg.epochs)
+        title = f"{cfg.method} (k={cfg.k}) on {cfg.dataset}"
+        if history:
+            plot_curves(history, out / "curves.png", title)
+            reliability_diagram(*calibration, history[-1]["ece"], out / "reliability.png", title)
+    return {"history": history, "model": model, "out_dir": out}
+
+
+def write_csv(history: list, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, path)
+
