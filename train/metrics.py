@@ -33,8 +33,9 @@ def reliability_diagram(acc, conf, count, ece: float, path: Path, title: str) ->
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
     has = count > 0
     ax.bar(centres[has], acc[has], width=1 / bins, edgecolor="black", color="#4c72b0", label="accuracy")
-    ax.bar(centres[has], (conf - acc)[has], bottom=acc[has], width=1 / bins, color="#dd8452",
-           alpha=0.6, edgecolor="#dd8452", label="gap to confidence")
+    # the gap between accuracy and mean confidence, above (over-) or below (under-confident)
+    ax.bar(centres[has], (conf - acc)[has], bottom=acc[has], width=1 / bins, facecolor="none",
+           edgecolor="#c44e52", hatch="//", linewidth=1.2, label="gap to mean confidence")
     ax.plot([0, 1], [0, 1], "k--", linewidth=1)
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
            title=f"{title}\nECE = {100 * ece:.2f}%")
