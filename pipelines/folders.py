@@ -16,6 +16,18 @@ class FileList(NamedTuple):
     skipped: list
 
 
+def _usable(path: str, verify, skip_corrupt: bool, kind: str, skipped: list) -> bool:
+    """True for a good file; a bad one raises, or is recorded in `skipped` with skip_corrupt."""
+    problem = verify(path) if verify else None
+    if problem is None:
+        return True
+    if not skip_corrupt:
+        raise ValueError(f"{kind} file {path} cannot be decoded ({problem}); fix or remove it, or "
+                         f"pass skip_corrupt=True to leave corrupt files out")
+    skipped.append((path, problem))
+    return False
+
+
 def list_class_folder(root: Union[str, Path], extensions: Sequence[str],
                       verify: Optional[Callable[[str], Optional[str]]] = None, *,
                       skip_corrupt: bool = False, kind: str = "data") -> FileList:
@@ -37,15 +49,9 @@ def list_class_folder(root: Union[str, Path], extensions: Sequence[str],
         if not found:
             raise ValueError(f"class folder {root / name} has no {kind} files ({', '.join(extensions)})")
         for path in found:
-            problem = verify(path) if verify else None
-            if problem is not None:
-                if not skip_corrupt:
-                    raise ValueError(f"{kind} file {path} cannot be decoded ({problem}); fix or remove "
-                                     f"it, or pass skip_corrupt=True to leave corrupt files out")
-                skipped.append((path, problem))
-                continue
-            files.append(path)
-            labels.append(label)
+            if _usable(path, verify, skip_corrupt, kind, skipped):
+                files.append(path)
+                labels.append(label)
     if not files:
         raise ValueError(f"{kind} folder {root}: every file was corrupt ({len(skipped)} skipped)")
     return FileList(files, labels, classes, skipped)
@@ -70,15 +76,9 @@ def read_file_list(path: Union[str, Path], root: Union[str, Path, None] = None,
         file = str(root / parts[0])
         if not Path(file).is_file():
             raise FileNotFoundError(f"{path}:{number}: {kind} file {file} does not exist")
-        problem = verify(file) if verify else None
-        if problem is not None:
-            if not skip_corrupt:
-                raise ValueError(f"{kind} file {file} cannot be decoded ({problem}); fix or remove "
-                                 f"it, or pass skip_corrupt=True to leave corrupt files out")
-            skipped.append((file, problem))
-            continue
-        files.append(file)
-        labels.append(int(parts[1]))
+        if _usable(file, verify, skip_corrupt, kind, skipped):
+            files.append(file)
+            labels.append(int(parts[1]))
     if not files:
         raise ValueError(f"file list {path} names no usable files ({len(skipped)} skipped)")
     classes = [str(c) for c in range(max(labels) + 1)]

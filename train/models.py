@@ -10,6 +10,8 @@ from torch import nn
 
 
 class PreActBlock(nn.Module):
+    """The pre-activation basic block (BN-ReLU-conv twice), of PreActResNet and WideResNet."""
+
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
         self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
@@ -44,20 +46,6 @@ class PreActResNet18(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(F.relu(self.bn(x)), 1), 1))
 
 
-class WideBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn2, self.conv2 = nn.BatchNorm2d(cout), nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.shortcut = (nn.Conv2d(cin, cout, 1, stride, bias=False)
-                         if stride != 1 or cin != cout else None)
-
-    def forward(self, x):
-        out = F.relu(self.bn1(x))
-        shortcut = self.shortcut(out) if self.shortcut is not None else x
-        return self.conv2(F.relu(self.bn2(self.conv1(out)))) + shortcut
-
-
 class WideResNet(nn.Module):
     """Zagoruyko & Komodakis 2016: WRN-depth-width (WRN16-8: 2 blocks per group, width 8)."""
 
@@ -68,7 +56,7 @@ class WideResNet(nn.Module):
         self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         groups, cin = [], widths[0]
         for g, stride in zip(range(3), (1, 2, 2)):
-            blocks = [WideBlock(cin if i == 0 else widths[g + 1], widths[g + 1], stride if i == 0 else 1)
+            blocks = [PreActBlock(cin if i == 0 else widths[g + 1], widths[g + 1], stride if i == 0 else 1)
                       for i in range(n)]
             groups.append(nn.Sequential(*blocks))
             cin = widths[g + 1]
