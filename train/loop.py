@@ -149,7 +149,7 @@ def train(cfg: TrainConfig) -> dict:
         scheduler.step()
         epoch_time = time.perf_counter() - t0
         metrics, calibration = evaluate(model, test_loader, device, cfg, epoch)
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+        row = {"epoch": epoch + 1, "steps": seen, "train_loss": loss_sum / max(seen, 1),
                "mean_sq_grad_norm": grad_sq_sum / max(seen, 1), "epoch_seconds": epoch_time,
                "lr": optimizer.param_groups[0]["lr"], **metrics}
         history.append(row)
