@@ -81,6 +81,11 @@ def train(cfg: TrainConfig) -> dict:
 
     method = METHODS[cfg.method]
     data = load_data(cfg)
+    steps = steps_per_epoch(cfg, method, data, world)
+    if steps == 0:
+        raise ValueError(f"{data.train_size() // world} training samples per process are fewer than one "
+                         f"batch of {method_batch_size(method, cfg.batch_size, cfg.k)} (method "
+                         f"{method.name!r}): lower batch_size or use more data")
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.num_classes, data.in_channels).to(device)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -110,11 +115,6 @@ def train(cfg: TrainConfig) -> dict:
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(out / "tensorboard"))
-    steps = steps_per_epoch(cfg, method, data, world)
-    if steps == 0:
-        raise ValueError(f"{data.train_size() // world} training samples per process are fewer than one "
-                         f"batch of {method_batch_size(method, cfg.batch_size, cfg.k)} (method "
-                         f"{method.name!r}): lower batch_size or use more data")
     calibration = None
 
     for epoch in range(start_epoch, cfg.epochs):
