@@ -57,7 +57,8 @@ def batch_size(method: Method, base: int, k: int) -> int:
 
 
 def _batch_constant_lambda(alpha: float, batch: int):
-    """One Beta(alpha, alpha) ratio per batch: sample 0's draw broadcast to every sample."""
+    """One Beta(alpha, alpha) ratio per batch: sample 0's draw broadcast to every sample (needs full
+    batches: the harness drops the last partial batch of an epoch)."""
     lam = fn.random.beta(alpha=alpha, beta=alpha)
     return fn.reshape(fn.permute_batch(lam, indices=[0] * batch), shape=[1])
 
