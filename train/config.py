@@ -31,6 +31,8 @@ class TrainConfig:
     manifold_layers: list = field(default_factory=lambda: ["", "layer1", "layer2"])
     label_smoothing: float = 0.1       # for method label_smoothing
     cutout: int = 8                    # hole side for method cutout
+    puzzle_solver: str = "exact"       # exact (one s-t cut) | swap (gco, the original's)
+    clean_lam: float = 0.0             # Puzzle Mix: weight of the clean loss of the saliency pass
     # optimisation
     epochs: int = 3
     batch_size: int = 100
@@ -124,6 +126,7 @@ CHOICES = {
     "schedule": ("step", "multistep", "cosine", "constant"),
     "lambda_sampling": ("sorted", "stratified"),
     "device": ("auto", "cpu", "cuda"),
+    "puzzle_solver": ("exact", "swap"),
 }
 
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dali_multimix.torch import ManifoldMultiMix, mixed_cross_entropy
+from dali_multimix.torch.puzzle import PuzzleMix
 
 from . import checkpoint
 from .config import TrainConfig, save_config
@@ -110,6 +111,9 @@ def train(cfg: TrainConfig) -> dict:
                                  lambda_sampling=cfg.lambda_sampling, generator=mix_generator)
                 if method.manifold else contextlib.nullcontext())
     smoothing = cfg.label_smoothing if method.label_smoothing else 0.0
+    puzzle = (PuzzleMix(interpolations(method, cfg.k), alpha=cfg.alpha, solver=cfg.puzzle_solver,
+                        clean_lam=cfg.clean_lam, mean=data.mean, std=data.std, generator=mix_generator,
+                        workers=cfg.num_threads) if method.puzzle else None)
     test_loader = eval_loader(cfg, data, dali_device)
     writer = None
     if rank == 0:
@@ -132,12 +136,14 @@ def train(cfg: TrainConfig) -> dict:
                 else:
                     x, y, y2, w = batch
                 x, y, y2, w = x.to(device), y.to(device), y2.to(device), w.to(device)
+                optimizer.zero_grad(set_to_none=True)
+                if puzzle is not None:  # needs the model: saliency pass, then the masks
+                    x, y, y2, w = puzzle(model, x, y)
                 with torch.autocast(device.type, enabled=use_amp):
                     logits = net(x)
                 if method.manifold:
                     y, y2, w = manifold.targets(y)
                 loss = mixed_cross_entropy(logits.float(), y, y2, w, label_smoothing=smoothing)
-                optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
                 grad_sq_sum += sum(float(p.grad.pow(2).sum()) for p in model.parameters() if p.grad is not None)

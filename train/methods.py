@@ -23,6 +23,7 @@ class Method:
     large_batch: bool = False       # batch of K*B samples (the compute of multi-mix)
     batch_lambda: bool = False      # one ratio for the whole batch (large-batch mixup)
     augment_copies: bool = False    # K augmented copies of every sample (batch augmentation)
+    puzzle: bool = False            # Puzzle Mix in torch (needs the model's saliency)
     description: str = ""
 
 
@@ -44,6 +45,8 @@ METHODS = {m.name: m for m in [
     Method("multimix_manifold", manifold=True, multi=True, description="K ordered manifold mixup interpolations"),
     Method("multimix_cutmix", mode="cutmix", multi=True, description="K nested boxes"),
     Method("multimix_fmix", mode="fmix", multi=True, description="K nested Fourier masks"),
+    Method("puzzle_mix", puzzle=True, description="saliency-guided graph-cut masks + transport (Kim et al.)"),
+    Method("multimix_puzzle", puzzle=True, multi=True, description="K Puzzle Mix masks from K sorted ratios"),
 ]}
 
 
