@@ -55,3 +55,4 @@ def test_bad_energies_are_rejected():
         GridEnergy(np.zeros((2, 2, 3)), -np.ones((1, 2)), np.zeros((2, 1)))
     with pytest.raises(ValueError, match=r"at least 2 labels"):
         GridEnergy(np.zeros((2, 2, 1)), np.zeros((1, 2)), np.zeros((2, 1)))
+

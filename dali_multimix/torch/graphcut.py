@@ -12,9 +12,14 @@ the original code, on integer costs scaled so that they cannot overflow int32.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
+
+# gco (pygco through ctypes) is not thread-safe: two threads building graphs at once corrupt the
+# heap and abort the process. Its calls are serialised here; the exact solver needs no lock.
+_GCO_LOCK = threading.Lock()
 
 
 @dataclass
@@ -78,27 +83,29 @@ def solve_exact(e: GridEnergy) -> np.ndarray:
     q_all = np.concatenate([vq, hq])
     w_all = np.concatenate([e.cost_v.ravel(), e.cost_h.ravel()]) * w_scale
     odd = 2.0 * np.arange(1, bits + 1) - 1.0          # l^2 = sum_b (2b - 1) x_b
-    for p, q, w in zip(p_all, q_all, w_all):
-        # w (l_p - l_q)^2 = w l_p^2 + w l_q^2 - 2 w sum_bc x_pb x_qc, and
-        # -2 w x y = -2 w x + 2 w [x = 1][y = 0]
-        linear[p] += w * odd - 2.0 * w * bits
-        linear[q] += w * odd
+    # w (l_p - l_q)^2 = w l_p^2 + w l_q^2 - 2 w sum_bc x_pb x_qc, and
+    # -2 w x y = -2 w x + 2 w [x = 1][y = 0]
+    np.add.at(linear, p_all, w_all[:, None] * (odd - 2.0 * bits))
+    np.add.at(linear, q_all, w_all[:, None] * odd)
     graph = maxflow.Graph[float]()
-    ids = graph.add_nodes(nodes * bits)
+    ids = np.asarray(graph.add_nodes(nodes * bits))
     flat = linear.ravel()
     graph.add_grid_tedges(ids, np.maximum(flat, 0.0), np.maximum(-flat, 0.0))
     infinite = 1.0 + np.abs(flat).sum() + 4.0 * np.abs(w_all).sum() * bits * bits
-    for p in range(nodes):
-        for b in range(bits - 1):  # x_b >= x_(b+1): forbid x_b = 0 with x_(b+1) = 1
-            graph.add_edge(ids[p * bits + b], ids[p * bits + b + 1], infinite, 0.0)
-    for p, q, w in zip(p_all, q_all, w_all):
-        if w == 0:
-            continue
-        for b in range(bits):
-            for c in range(bits):  # [x_pb = 1][x_qc = 0]: cut when x_qc in S and x_pb in T
-                graph.add_edge(ids[q * bits + c], ids[p * bits + b], 2.0 * w, 0.0)
+    if bits > 1:  # x_b >= x_(b+1): forbid x_b = 0 with x_(b+1) = 1
+        chain = ids.reshape(nodes, bits)
+        first, second = chain[:, :-1].ravel(), chain[:, 1:].ravel()
+        graph.add_edges(first, second, np.full(len(first), infinite), np.zeros(len(first)))
+    keep = w_all > 0
+    b_idx, c_idx = np.meshgrid(np.arange(bits), np.arange(bits), indexing="ij")
+    # [x_pb = 1][x_qc = 0]: cut when x_qc is in S and x_pb in T
+    src = (q_all[keep, None] * bits + c_idx.ravel()[None]).ravel()
+    dst = (p_all[keep, None] * bits + b_idx.ravel()[None]).ravel()
+    caps = np.repeat(2.0 * w_all[keep], bits * bits)
+    if len(src):
+        graph.add_edges(ids[src], ids[dst], caps, np.zeros(len(caps)))
     graph.maxflow()
-    x = np.array([graph.get_segment(i) for i in ids]).reshape(nodes, bits)
+    x = graph.get_grid_segments(ids).reshape(nodes, bits).astype(np.int64)
     return x.sum(1).reshape(n, m)
 
 
@@ -113,7 +120,8 @@ def solve_swap(e: GridEnergy, max_int: int = 2 ** 26) -> np.ndarray:
     scale = max_int / max(total, 1e-12)
     pairwise = (np.subtract.outer(np.arange(L), np.arange(L)) ** 2).astype(np.int32)
     w = scale / (L - 1) ** 2
-    return gco.cut_grid_graph(np.rint(unary * scale).astype(np.int32), pairwise,
-                              np.rint(e.cost_v * w).astype(np.int32),
-                              np.rint(e.cost_h * w).astype(np.int32),
-                              algorithm="swap").reshape(n, m)
+    args = (np.rint(unary * scale).astype(np.int32), pairwise,
+            np.rint(e.cost_v * w).astype(np.int32), np.rint(e.cost_h * w).astype(np.int32))
+    with _GCO_LOCK:
+        labels = gco.cut_grid_graph(*args, algorithm="swap")
+    return labels.reshape(n, m)

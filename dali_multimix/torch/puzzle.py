@@ -13,8 +13,6 @@ gamma 0.5, eta 0.2, neighbourhood 4, transport with eps 0.8 and 4-pixel cells, c
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from math import comb
 from typing import NamedTuple, Optional, Sequence
 
@@ -164,7 +162,7 @@ class PuzzleMix:
                  gamma: float = 0.5, eta: float = 0.2, neigh_size: int = 4, transport: bool = True,
                  t_eps: float = 0.8, t_size: int = 4, block_nums: Sequence[int] = (2, 4, 8, 16),
                  solver: str = "exact", clean_lam: float = 0.0, mean: Optional[Sequence[float]] = None,
-                 std: Optional[Sequence[float]] = None, workers: Optional[int] = None,
+                 std: Optional[Sequence[float]] = None,
                  generator: Optional[torch.Generator] = None):
         if not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise ValueError(f"PuzzleMix: `k` must be an integer from 1 to {MAX_K}; got {k!r}")
@@ -179,7 +177,6 @@ class PuzzleMix:
         self.transport, self.t_eps, self.t_size = transport, t_eps, t_size
         self.block_nums, self.solver, self.clean_lam = tuple(block_nums), solver, clean_lam
         self.mean, self.std = mean, std
-        self.workers = workers or os.cpu_count() or 1
         self.generator = generator
 
     def masks(self, saliency, images, partners, lambdas, block_num):
@@ -187,9 +184,9 @@ class PuzzleMix:
         energies = puzzle_energies(saliency, images, partners, lambdas, block_num,
                                    n_labels=self.n_labels, beta=self.beta, gamma=self.gamma,
                                    eta=self.eta, neigh_size=self.neigh_size)
-        flat = [e for row in energies for e in row]
-        with ThreadPoolExecutor(self.workers) as pool:
-            labels = list(pool.map(SOLVERS[self.solver], flat))
+        # one after the other: gco aborted the process (heap corruption) when called from a
+        # thread pool, and PyMaxflow keeps the GIL, so threads would not speed it up anyway
+        labels = [SOLVERS[self.solver](e) for row in energies for e in row]
         labels = torch.from_numpy(np.stack(labels)).float().reshape(len(energies), -1, block_num, block_num)
         return 1.0 - labels / (self.n_labels - 1)
 
