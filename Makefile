@@ -41,6 +41,7 @@ bench: setup
 	$(PY) bench/bench_op.py
 	$(PY) bench/bench_train_step.py
 	$(PY) bench/bench_pipelines.py
+	$(PY) bench/bench_puzzle.py
 
 spiral: setup
 	$(PY) -m train.spiral --out outputs/spiral

@@ -84,3 +84,27 @@ def test_bad_arguments():
         PuzzleMix(k=0)
     with pytest.raises(ValueError, match=r"must be \(B, C, H, W\) with H == W; got \(2, 3, 16, 8\)"):
         PuzzleMix()(model(), torch.zeros(2, 3, 16, 8), torch.zeros(2, dtype=torch.long))
+
+
+def test_saliencymix_boxes_sit_on_the_partners_saliency_peak():
+    """Images whose saliency peaks where they are bright: the partner's box is centred there,
+    nested over K, and the weight is its area."""
+    from dali_multimix.torch.puzzle import SaliencyMix
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.zeros(4, 3, 16, 16)
+    peaks = [(3, 4), (12, 10), (8, 8), (1, 14)]
+    for i, (py, px) in enumerate(peaks):
+        x[i, :, py, px] = 5.0 + i  # a single bright pixel: the input gradient peaks around it
+    result = SaliencyMix(k=3, generator=g)(model(), x, torch.arange(4))
+    w = result.weights.view(4, 3)
+    assert (w.diff(dim=1) >= 0).all()
+    for row in range(12):
+        partner = int(result.partner_labels[row])
+        if partner == int(result.labels[row]):
+            continue
+        shows_partner = (result.images[row] == x[partner]).all(0) & (x[partner] != x[int(result.labels[row])]).any(0)
+        if result.weights[row] > 0.05:
+            py, px = peaks[partner]
+            assert bool((result.images[row][:, py, px] == x[partner][:, py, px]).all())
+        assert shows_partner.float().mean() <= result.weights[row] + 1e-6

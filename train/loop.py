@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dali_multimix.torch import ManifoldMultiMix, mixed_cross_entropy
-from dali_multimix.torch.puzzle import PuzzleMix
+from dali_multimix.torch.puzzle import PuzzleMix, SaliencyMix
 
 from . import checkpoint
 from .config import TrainConfig, save_config
@@ -113,7 +113,9 @@ def train(cfg: TrainConfig) -> dict:
     smoothing = cfg.label_smoothing if method.label_smoothing else 0.0
     puzzle = (PuzzleMix(interpolations(method, cfg.k), alpha=cfg.alpha, solver=cfg.puzzle_solver,
                         clean_lam=cfg.clean_lam, mean=data.mean, std=data.std, generator=mix_generator)
-              if method.puzzle else None)
+              if method.puzzle else
+              SaliencyMix(interpolations(method, cfg.k), alpha=cfg.alpha, generator=mix_generator)
+              if method.saliency_box else None)
     test_loader = eval_loader(cfg, data, dali_device)
     writer = None
     if rank == 0:

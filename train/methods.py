@@ -24,6 +24,7 @@ class Method:
     batch_lambda: bool = False      # one ratio for the whole batch (large-batch mixup)
     augment_copies: bool = False    # K augmented copies of every sample (batch augmentation)
     puzzle: bool = False            # Puzzle Mix in torch (needs the model's saliency)
+    saliency_box: bool = False      # SaliencyMix in torch (needs the model's saliency)
     description: str = ""
 
 
@@ -47,6 +48,7 @@ METHODS = {m.name: m for m in [
     Method("multimix_fmix", mode="fmix", multi=True, description="K nested Fourier masks"),
     Method("puzzle_mix", puzzle=True, description="saliency-guided graph-cut masks + transport (Kim et al.)"),
     Method("multimix_puzzle", puzzle=True, multi=True, description="K Puzzle Mix masks from K sorted ratios"),
+    Method("saliencymix", saliency_box=True, description="a CutMix box at the partner's saliency peak (Uddin et al.)"),
 ]}
 
 
