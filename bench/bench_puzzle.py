@@ -37,10 +37,10 @@ def main() -> None:
     partners = torch.randperm(args.batch, generator=g)
     lines = [f"Puzzle Mix on the CPU ({args.threads} threads), B={args.batch}, 32x32x3; median of "
              f"{args.repeats}.", "", "Mask time per batch (graph cuts for every sample and step), ms:", "",
-             "| blocks per side | solver | K=1 | K=3 | K=5 |", "|---|---|---|---|---|"]
+             "| blocks per side | solver | processes | K=1 | K=3 | K=5 |", "|---|---|---|---|---|---|"]
     for block_num in (4, 8, 16):
-        for solver in ("exact", "swap"):
-            pm = PuzzleMix(solver=solver)
+        for solver, workers in (("exact", 1), ("exact", args.threads), ("swap", 1), ("swap", args.threads)):
+            pm = PuzzleMix(solver=solver, workers=workers)
             row = []
             for k in (1, 3, 5):
                 lam = torch.sort(torch.rand(args.batch, k, generator=g), 1).values
@@ -50,15 +50,15 @@ def main() -> None:
                     pm.masks(saliency, x, partners, lam, block_num)
                     times.append(time.perf_counter() - t0)
                 row.append(1e3 * float(np.median(times)))
-            lines.append(f"| {block_num} | {solver} | " + " | ".join(f"{t:.0f}" for t in row) + " |")
+            lines.append(f"| {block_num} | {solver} | {workers} | " + " | ".join(f"{t:.0f}" for t in row) + " |")
             print(lines[-1], flush=True)
     lines += ["", "One SGD step of the small CNN (saliency pass + masks + forward/backward), ms:", "",
               "| feed | step ms |", "|---|---|"]
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     feeds = {
         "mixup (multimix_batch k=1)": lambda: _mixup(x, y, 1, g),
-        "Puzzle Mix K=1": lambda: PuzzleMix(1, generator=g)(model, x, y),
-        "multi-mix Puzzle Mix K=5": lambda: PuzzleMix(5, generator=g)(model, x, y),
+        "Puzzle Mix K=1": lambda: PuzzleMix(1, generator=g, workers=args.threads)(model, x, y),
+        "multi-mix Puzzle Mix K=5": lambda: PuzzleMix(5, generator=g, workers=args.threads)(model, x, y),
     }
     for name, feed in feeds.items():
         times = []

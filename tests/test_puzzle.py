@@ -108,3 +108,15 @@ def test_saliencymix_boxes_sit_on_the_partners_saliency_peak():
             py, px = peaks[partner]
             assert bool((result.images[row][:, py, px] == x[partner][:, py, px]).all())
         assert shows_partner.float().mean() <= result.weights[row] + 1e-6
+
+
+@pytest.mark.parametrize("solver", ["exact", "swap"])
+def test_worker_processes_give_the_same_masks(solver):
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(6, 3, 32, 32, generator=g)
+    saliency = input_saliency(model(), x, torch.arange(6) % 4)
+    partners = torch.randperm(6, generator=g)
+    lam = torch.sort(torch.rand(6, 3, generator=g), 1).values
+    serial = PuzzleMix(solver=solver).masks(saliency, x, partners, lam, block_num=8)
+    parallel = PuzzleMix(solver=solver, workers=2).masks(saliency, x, partners, lam, block_num=8)
+    assert torch.equal(serial, parallel)

@@ -112,7 +112,8 @@ def train(cfg: TrainConfig) -> dict:
                 if method.manifold else contextlib.nullcontext())
     smoothing = cfg.label_smoothing if method.label_smoothing else 0.0
     puzzle = (PuzzleMix(interpolations(method, cfg.k), alpha=cfg.alpha, solver=cfg.puzzle_solver,
-                        clean_lam=cfg.clean_lam, mean=data.mean, std=data.std, generator=mix_generator)
+                        clean_lam=cfg.clean_lam, mean=data.mean, std=data.std, generator=mix_generator,
+                        workers=cfg.num_threads)
               if method.puzzle else
               SaliencyMix(interpolations(method, cfg.k), alpha=cfg.alpha, generator=mix_generator)
               if method.saliency_box else None)

@@ -13,6 +13,8 @@ gamma 0.5, eta 0.2, neighbourhood 4, transport with eps 0.8 and 4-pixel cells, c
 """
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from math import comb
 from typing import NamedTuple, Optional, Sequence
 
@@ -25,6 +27,15 @@ from .graphcut import GridEnergy, solve_exact, solve_swap
 from .mixing import MAX_K
 
 SOLVERS = {"exact": solve_exact, "swap": solve_swap}
+_POOLS: dict = {}
+
+
+def _solver_pool(workers: int) -> ProcessPoolExecutor:
+    """A persistent pool of `workers` processes for the graph cuts (spawned: no fork of a process
+    that holds torch's and DALI's threads)."""
+    if workers not in _POOLS:
+        _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return _POOLS[workers]
 
 
 class PuzzleResult(NamedTuple):
@@ -155,14 +166,15 @@ class PuzzleMix:
     """Puzzle Mix with K ordered masks per pair (k=1: the original method).
 
     ``PuzzleMix(k=5)(model, x, y) -> PuzzleResult`` of B*K rows. `mean` / `std` (per channel)
-    undo the normalisation of x for the smoothness term, as the original.
+    undo the normalisation of x for the smoothness term, as the original. workers > 1 runs the
+    graph cuts of a batch in that many worker processes.
     """
 
     def __init__(self, k: int = 1, *, alpha: float = 1.0, n_labels: int = 3, beta: float = 1.2,
                  gamma: float = 0.5, eta: float = 0.2, neigh_size: int = 4, transport: bool = True,
                  t_eps: float = 0.8, t_size: int = 4, block_nums: Sequence[int] = (2, 4, 8, 16),
                  solver: str = "exact", clean_lam: float = 0.0, mean: Optional[Sequence[float]] = None,
-                 std: Optional[Sequence[float]] = None,
+                 std: Optional[Sequence[float]] = None, workers: int = 1,
                  generator: Optional[torch.Generator] = None):
         if not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise ValueError(f"PuzzleMix: `k` must be an integer from 1 to {MAX_K}; got {k!r}")
@@ -176,17 +188,24 @@ class PuzzleMix:
         self.beta, self.gamma, self.eta, self.neigh_size = beta, gamma, eta, neigh_size
         self.transport, self.t_eps, self.t_size = transport, t_eps, t_size
         self.block_nums, self.solver, self.clean_lam = tuple(block_nums), solver, clean_lam
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"PuzzleMix: `workers` must be an integer >= 1; got {workers!r}")
         self.mean, self.std = mean, std
-        self.generator = generator
+        self.workers, self.generator = workers, generator
 
     def masks(self, saliency, images, partners, lambdas, block_num):
         """(B, K, n, n) own-image weights of the blocks, one graph cut per (sample, step)."""
         energies = puzzle_energies(saliency, images, partners, lambdas, block_num,
                                    n_labels=self.n_labels, beta=self.beta, gamma=self.gamma,
                                    eta=self.eta, neigh_size=self.neigh_size)
-        # one after the other: gco aborted the process (heap corruption) when called from a
-        # thread pool, and PyMaxflow keeps the GIL, so threads would not speed it up anyway
-        labels = [SOLVERS[self.solver](e) for row in energies for e in row]
+        # in worker processes, not threads: gco aborted the process (heap corruption) when called
+        # from a thread pool, and PyMaxflow keeps the GIL, so threads would not help anyway
+        flat = [e for row in energies for e in row]
+        solve = SOLVERS[self.solver]
+        if self.workers > 1:
+            labels = list(_solver_pool(self.workers).map(solve, flat, chunksize=max(1, len(flat) // (4 * self.workers))))
+        else:
+            labels = [solve(e) for e in flat]
         labels = torch.from_numpy(np.stack(labels)).float().reshape(len(energies), -1, block_num, block_num)
         return 1.0 - labels / (self.n_labels - 1)
 
