@@ -15,13 +15,18 @@ def model():
     return SmallCNN(4, 3)
 
 
+def mask_inputs(seed: int, batch: int = 6):
+    """Random images, their saliency under the small model, a partner permutation, a generator."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 3, 32, 32, generator=g)
+    saliency = input_saliency(model(), x, torch.arange(batch) % 4)
+    return x, saliency, torch.randperm(batch, generator=g), g
+
+
 @pytest.mark.parametrize("solver", ["exact", "swap"])
 def test_prior_follows_lambda(solver):
     """lambda near 0: the masks keep mostly the own image; near 1: mostly the partner."""
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(6, 3, 32, 32, generator=g)
-    saliency = input_saliency(model(), x, torch.arange(6) % 4)
-    partners = torch.randperm(6, generator=g)
+    x, saliency, partners, _ = mask_inputs(1)
     pm = PuzzleMix(solver=solver)
     low = pm.masks(saliency, x, partners, torch.full((6, 1), 0.02), block_num=4)
     high = pm.masks(saliency, x, partners, torch.full((6, 1), 0.98), block_num=4)
@@ -112,10 +117,7 @@ def test_saliencymix_boxes_sit_on_the_partners_saliency_peak():
 
 @pytest.mark.parametrize("solver", ["exact", "swap"])
 def test_worker_processes_give_the_same_masks(solver):
-    g = torch.Generator().manual_seed(6)
-    x = torch.randn(6, 3, 32, 32, generator=g)
-    saliency = input_saliency(model(), x, torch.arange(6) % 4)
-    partners = torch.randperm(6, generator=g)
+    x, saliency, partners, g = mask_inputs(6)
     lam = torch.sort(torch.rand(6, 3, generator=g), 1).values
     serial = PuzzleMix(solver=solver).masks(saliency, x, partners, lam, block_num=8)
     parallel = PuzzleMix(solver=solver, workers=2).masks(saliency, x, partners, lam, block_num=8)
