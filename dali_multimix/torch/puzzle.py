@@ -70,6 +70,12 @@ def input_saliency(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
     return grad.detach().pow(2).mean(1).sqrt()
 
 
+def block_saliency(saliency: torch.Tensor, cells: int) -> torch.Tensor:
+    """(B, H, W) saliency averaged over a cells x cells grid and normalised to sum 1 per image."""
+    pooled = F.avg_pool2d(saliency[:, None], saliency.shape[-1] // cells)[:, 0]
+    return pooled / pooled.flatten(1).sum(1).clamp_min(1e-12)[:, None, None]
+
+
 def _border_penalty(a: torch.Tensor, b: torch.Tensor, k: int):
     """Mean |difference| across the block borders between pooled images a (upper / left block)
     and b (lower / right block): (B, n-1, n) vertical and (B, n, n-1) horizontal, for blocks of
@@ -94,8 +100,7 @@ def puzzle_energies(saliency: torch.Tensor, images: torch.Tensor, partners: torc
     neigh = min(neigh_size, block)
     k = block // neigh
     beta_n = beta / block_num / 16
-    pooled = F.avg_pool2d(saliency[:, None], block)[:, 0]
-    s_own = pooled / pooled.flatten(1).sum(1).clamp_min(1e-12)[:, None, None]
+    s_own = block_saliency(saliency, block_num)
     s_partner = s_own[partners]
     own_pool = F.avg_pool2d(images, neigh)
     partner_pool = own_pool[partners]
@@ -231,10 +236,18 @@ class PuzzleMix:
         with torch.no_grad():
             mask = self.masks(saliency, raw.detach(), partners, lambdas, block_num).to(x.device)
             own, partner = x.detach(), x.detach()[partners]
+            cells = self._transport_cells(width, block_num)
+            s_cells = block_saliency(saliency, cells) if self.transport else None
             outputs, weights = [], []
             for step in range(self.k):
                 m = mask[:, step:step + 1]
-                own_t, partner_t, m = self._transport(m, saliency, partners, own, partner, block_num)
+                if self.transport:  # each image's blocks move under its own part of the mask
+                    m = F.interpolate(m, size=cells, mode="nearest")
+                    own_t = transport_blocks(own, mask_transport(m[:, 0], s_cells, self.t_eps), cells)
+                    partner_t = transport_blocks(
+                        partner, mask_transport(1 - m[:, 0], s_cells[partners], self.t_eps), cells)
+                else:
+                    own_t, partner_t = own, partner
                 m_full = F.interpolate(m, size=width, mode="nearest")
                 outputs.append(m_full * own_t + (1 - m_full) * partner_t)
                 weights.append(1 - m_full.flatten(1).mean(1))
@@ -246,21 +259,9 @@ class PuzzleMix:
         return PuzzleResult(images.flatten(0, 1), y.repeat_interleave(self.k, 0),
                             y[partners].repeat_interleave(self.k, 0), weights.reshape(-1))
 
-    def _transport(self, m, saliency, partners, own, partner, block_num):
-        if not self.transport:
-            return own, partner, m
-        width = own.shape[-1]
-        block = width // block_num
-        if self.t_size < block:  # transport on a finer grid of t_size cells
-            cells = width // self.t_size
-            m = F.interpolate(m, size=cells, mode="nearest")
-        else:
-            cells, block = block_num, block
-        pooled = F.avg_pool2d(saliency[:, None], width // cells)[:, 0]
-        s_own = pooled / pooled.flatten(1).sum(1).clamp_min(1e-12)[:, None, None]
-        own_t = transport_blocks(own, mask_transport(m[:, 0], s_own, self.t_eps), cells)
-        partner_t = transport_blocks(partner, mask_transport(1 - m[:, 0], s_own[partners], self.t_eps), cells)
-        return own_t, partner_t, m
+    def _transport_cells(self, width: int, block_num: int) -> int:
+        """Cells per side of the transport grid: t_size-pixel cells when finer than the blocks."""
+        return width // self.t_size if self.t_size < width // block_num else block_num
 
 
 class SaliencyMix:
