@@ -55,6 +55,28 @@ def to_layout(batch_hwc: np.ndarray, layout: str) -> np.ndarray:
     raise ValueError(layout)
 
 
+def given_parameters(rng: np.random.Generator, batch: int, k: int, h: int, w: int):
+    """Ratios (end points included), partners, cutmix centres and fmix scores (with ties) to feed
+    both the operator and a reference."""
+    lambdas = np.sort(rng.beta(1.0, 1.0, size=(batch, k)), axis=1).astype(np.float32)
+    lambdas[0] = np.linspace(0.0, 1.0, k) if k > 1 else [1.0]  # include the end points
+    partners = rng.permutation(batch).astype(np.int32)
+    centers = np.stack([rng.integers(0, h, batch), rng.integers(0, w, batch)], 1).astype(np.int32)
+    scores = rng.normal(size=(batch, h, w)).astype(np.float32)
+    scores[:, :2, :2] = 0.5  # ties, broken by pixel index
+    return lambdas, partners, centers, scores
+
+
+def overrides_for(mode: str, lambdas, partners, centers, scores) -> dict:
+    """The operator's override arguments that apply to `mode`."""
+    args = {"lambdas": lambdas, "partners": partners}
+    if mode == "cutmix":
+        args["centers"] = centers
+    if mode == "fmix":
+        args["fmix_scores"] = scores
+    return args
+
+
 def _batch_source(values):
     return lambda: list(values)
 

@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 
-from conftest import run_multimix, to_layout
+from conftest import given_parameters, overrides_for, run_multimix, to_layout
 from reference import multimix_reference
 
 
@@ -22,16 +22,6 @@ def batch_of(photos: np.ndarray, batch: int, dtype, layout: str) -> np.ndarray:
     if dtype == np.uint8:
         return imgs
     return ((imgs.astype(np.float32) - 120.0) / 60.0).astype(dtype)  # normalised, as pipelines mix
-
-
-def given_parameters(rng: np.random.Generator, batch: int, k: int, h: int, w: int):
-    lambdas = np.sort(rng.beta(1.0, 1.0, size=(batch, k)), axis=1).astype(np.float32)
-    lambdas[0] = np.linspace(0.0, 1.0, k) if k > 1 else [1.0]  # include the end points
-    partners = rng.permutation(batch).astype(np.int32)
-    centers = np.stack([rng.integers(0, h, batch), rng.integers(0, w, batch)], 1).astype(np.int32)
-    scores = rng.normal(size=(batch, h, w)).astype(np.float32)
-    scores[:, :2, :2] = 0.5  # ties, broken by pixel index
-    return lambdas, partners, centers, scores
 
 
 def check_against_reference(mixed, weights, expected, expected_weights, dtype):
@@ -53,11 +43,7 @@ def test_given_parameters_match_reference(photos, mode, dtype, layout, batch):
     h, w = photos.shape[1:3]
     lambdas, partners, centers, scores = given_parameters(rng, batch, k, h, w)
     labels = [np.array(i, np.int32) for i in range(batch)]
-    args = {"lambdas": lambdas, "partners": partners}
-    if mode == "cutmix":
-        args["centers"] = centers
-    if mode == "fmix":
-        args["fmix_scores"] = scores
+    args = overrides_for(mode, lambdas, partners, centers, scores)
     [(mixed, weights, partner_labels, partner_idx)] = run_multimix(
         images, labels, layout=layout, k=k, mode=mode, arg_inputs=args)
 
@@ -92,8 +78,7 @@ def test_grey_hw_layout(photos, mode):
     images = to_layout(photos, "HW")
     rng = np.random.default_rng(11)
     lambdas, partners, centers, scores = given_parameters(rng, 4, 4, 64, 64)
-    args = {"lambdas": lambdas, "partners": partners}
-    args.update({"centers": centers} if mode == "cutmix" else {"fmix_scores": scores})
+    args = overrides_for(mode, lambdas, partners, centers, scores)
     [(mixed, weights, _, _)] = run_multimix(images, [np.array(i, np.int32) for i in range(4)],
                                             layout="HW", k=4, mode=mode, arg_inputs=args)
     expected, expected_weights = multimix_reference(np, images, lambdas, partners, mode=mode,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from conftest import run_multimix, to_layout
+from conftest import given_parameters, overrides_for, run_multimix, to_layout
 from dali_multimix import sampling
 from dali_multimix.torch import multimix_batch
 
@@ -21,16 +21,8 @@ def test_equals_the_dali_operator(photos, mode, dtype, layout):
     images = to_layout(np.concatenate([photos, photos[:1, ::-1]]), layout)
     if dtype != np.uint8:
         images = (images / 255.0 - 0.5).astype(dtype)
-    lambdas = np.sort(rng.random((batch, k)), 1).astype(np.float32)
-    partners = rng.permutation(batch).astype(np.int32)
-    centers = np.stack([rng.integers(0, h, batch), rng.integers(0, w, batch)], 1).astype(np.int32)
-    scores = rng.normal(size=(batch, h, w)).astype(np.float32)
     labels = np.arange(batch, dtype=np.int64)
-    overrides = {"lambdas": lambdas, "partners": partners}
-    if mode == "cutmix":
-        overrides["centers"] = centers
-    if mode == "fmix":
-        overrides["fmix_scores"] = scores
+    overrides = overrides_for(mode, *given_parameters(rng, batch, k, h, w))
     [(mixed, weights, partner_labels, got_partners)] = run_multimix(
         images, list(labels), layout=layout, k=k, mode=mode, arg_inputs=overrides)
 
