@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from nvidia.dali.plugin.pytorch import DALIGenericIterator
 from PIL import Image
 
