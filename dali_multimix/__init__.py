@@ -61,7 +61,9 @@ def _load_plugin() -> Path:
 
 PLUGIN_PATH = _load_plugin()
 
-from .ops import LAMBDA_SAMPLINGS, MAX_K, MODES, MultimixOutputs, add_multimix, multimix  # noqa: E402
+from .ops import (  # noqa: E402
+    LAMBDA_SAMPLINGS, LAMBDA_SCOPES, MAX_K, MODES, MultimixOutputs, add_multimix, multimix,
+)
 
-__all__ = ["multimix", "add_multimix", "MultimixOutputs", "MODES", "LAMBDA_SAMPLINGS", "MAX_K",
-           "PLUGIN_PATH"]
+__all__ = ["multimix", "add_multimix", "MultimixOutputs", "MODES", "LAMBDA_SAMPLINGS",
+           "LAMBDA_SCOPES", "MAX_K", "PLUGIN_PATH"]

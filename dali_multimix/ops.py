@@ -17,6 +17,7 @@ from nvidia.dali.data_node import DataNode
 
 MODES = ("mixup", "cutmix", "fmix")
 LAMBDA_SAMPLINGS = ("sorted", "stratified")
+LAMBDA_SCOPES = ("batch", "sample")
 MAX_K = 64
 
 
@@ -90,6 +91,7 @@ def multimix(
     alpha: float = 1.0,
     mode: str = "mixup",
     lambda_sampling: str = "sorted",
+    lambda_scope: str = "batch",
     lambdas: Union[DataNode, Sequence[float], None] = None,
     partners: Union[DataNode, int, None] = None,
     centers: Union[DataNode, Sequence[int], None] = None,
@@ -100,13 +102,19 @@ def multimix(
 
     Multi-mix (Shen et al., "Mixup Augmentation with Multiple Interpolations"): for a sample x and
     its partner x' (by default a fresh random permutation of the batch each iteration), draw
-    lambda_1 <= ... <= lambda_K and emit, for k = 1..K,
+    lambda_1 <= ... <= lambda_K (K sorted Beta(alpha, alpha) draws) and emit, for k = 1..K,
 
     * ``mode="mixup"``:  (1 - lambda_k) x + lambda_k x'  (any layout and rank, e.g. spectrograms);
     * ``mode="cutmix"``: x with the partner's pixels inside box k; the K boxes share one random
       centre, box k measures H*sqrt(lambda_k) x W*sqrt(lambda_k), clipped (nested boxes);
     * ``mode="fmix"``:   x with the partner's pixels where the sample's FMix low-frequency noise map
       (decay power 3) is in its top lambda_k fraction (nested masks).
+
+    With ``lambda_scope="batch"`` (the default) one set lambda_1..lambda_K, one cutmix centre and
+    one fmix noise map serve every pair of the batch, as in the paper's analysis (Eq. 7-9,
+    Prop. III.2: "a single lambda ... used on all sample pairs in the batch") and in the originals
+    of mixup, CutMix and FMix; ``"sample"`` draws them afresh for each sample (a variance-reduction
+    choice). The weights are each sample's exact area in both.
 
     ``k=1`` is plain mixup / cutmix / fmix. Works on CPU and GPU DataNodes (uint8, float16,
     float32; layouts such as HWC or CHW; cutmix and fmix need H and W in the layout).
@@ -119,6 +127,9 @@ def multimix(
         mode: "mixup", "cutmix" or "fmix".
         lambda_sampling: "sorted" (K sorted Beta draws, the paper) or "stratified" (one draw from
             each of K equal-probability strata of the Beta distribution).
+        lambda_scope: "batch" (default: one set of K ratios, one cutmix centre, one fmix noise
+            map for the whole batch) or "sample" (one per sample). The overrides below replace
+            what either scope draws.
         lambdas: override of the ratios: K non-decreasing floats in [0, 1] for every sample, or a
             CPU DataNode with K float32/float64 per sample.
         partners: override of the pairing: one index for every sample, or a CPU DataNode with an
@@ -146,6 +157,9 @@ def multimix(
     if lambda_sampling not in LAMBDA_SAMPLINGS:
         raise ValueError(f"multimix: `lambda_sampling` must be one of {LAMBDA_SAMPLINGS}; "
                          f"got {lambda_sampling!r}")
+    if lambda_scope not in LAMBDA_SCOPES:
+        raise ValueError(f"multimix: `lambda_scope` must be one of {LAMBDA_SCOPES}; "
+                         f"got {lambda_scope!r}")
     if images.device not in ("cpu", "gpu"):
         raise ValueError(f"multimix: `images` must be a CPU or GPU DataNode; got a "
                          f"{images.device} DataNode")
@@ -155,7 +169,8 @@ def multimix(
         raise ValueError(f"multimix: `labels` is a {labels.device} DataNode but `images` is on the "
                          f"CPU; keep both on the CPU or move `images` to the GPU")
 
-    kwargs = dict(k=int(k), alpha=float(alpha), mode=mode, lambda_sampling=lambda_sampling)
+    kwargs = dict(k=int(k), alpha=float(alpha), mode=mode, lambda_sampling=lambda_sampling,
+                  lambda_scope=lambda_scope)
     if lambdas is not None:
         kwargs["lambdas"] = _check_lambdas(lambdas, k)
     if partners is not None:
@@ -192,7 +207,8 @@ def add_multimix(images: DataNode, labels: DataNode, **kwargs) -> tuple:
     by ``return add_multimix(images, labels, k=5)``. Returns (mixed images, labels,
     partner_labels, weights), the order ``dali_multimix.torch.MultimixIterator`` reads
     (output_map ["images", "labels", "partner_labels", "weights"]). Keyword arguments are those of
-    :func:`multimix`.
+    :func:`multimix`, e.g. ``lambda_scope="batch"`` (the default: one set of K ratios per batch,
+    the paper's Eq. 7-9) or ``"sample"``; shapes as :class:`MultimixOutputs`.
     """
     out = multimix(images, labels, **kwargs)
     if out.partner_labels.device != labels.device:

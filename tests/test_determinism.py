@@ -10,21 +10,24 @@ import dali_multimix
 from conftest import run_multimix
 
 
+@pytest.mark.parametrize("scope", ["batch", "sample"])
 @pytest.mark.parametrize("mode", ["mixup", "cutmix", "fmix"])
-def test_same_seed_same_output_whatever_num_threads(photos, mode):
+def test_same_seed_same_output_whatever_num_threads(photos, mode, scope):
     images = np.concatenate([photos, 255 - photos, photos[::-1]])  # 12 samples
     labels = [np.array(i) for i in range(12)]
-    runs = [run_multimix(images, labels, k=4, mode=mode, num_threads=n, seed=99, iterations=2)
+    runs = [run_multimix(images, labels, k=4, mode=mode, num_threads=n, seed=99, iterations=2,
+                         lambda_scope=scope)
             for n in (1, 2, 4)]
     for other in runs[1:]:
         for it in range(2):
             for a, b in zip(runs[0][it], other[it]):
                 np.testing.assert_array_equal(a, b)
-    different_seed = run_multimix(images, labels, k=4, mode=mode, seed=100)
+    different_seed = run_multimix(images, labels, k=4, mode=mode, seed=100, lambda_scope=scope)
     assert not np.array_equal(different_seed[0][1], runs[0][0][1])
 
 
-def test_checkpoint_restores_the_stream(tmp_path):
+@pytest.mark.parametrize("scope", ["batch", "sample"])
+def test_checkpoint_restores_the_stream(tmp_path, scope):
     batch = 6
 
     @pipeline_def(batch_size=batch, num_threads=2, device_id=None, seed=5,
@@ -32,7 +35,7 @@ def test_checkpoint_restores_the_stream(tmp_path):
     def pipe():
         x = fn.reshape(fn.random.uniform(range=(0, 255), shape=(8, 8, 3), seed=3), layout="HWC")
         y = fn.random.uniform(range=(0, 10), dtype=types.INT32, seed=4)
-        out = dali_multimix.multimix(x, y, k=3, mode="cutmix")
+        out = dali_multimix.multimix(x, y, k=3, mode="cutmix", lambda_scope=scope)
         return out.images, out.weights, out.partners
 
     p = pipe()

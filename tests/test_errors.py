@@ -33,6 +33,9 @@ def build_graph(**kwargs):
     (dict(alpha=float("nan")), ValueError, r"`alpha` must be a finite number > 0; got nan"),
     (dict(mode="mixupp"), ValueError, r"`mode` must be one of .*'mixup'.* got 'mixupp'"),
     (dict(lambda_sampling="qmc"), ValueError, r"`lambda_sampling` must be one of .* got 'qmc'"),
+    (dict(lambda_scope="pixel"), ValueError,
+     r"`lambda_scope` must be one of \('batch', 'sample'\); got 'pixel'"),
+    (dict(lambda_scope=None), ValueError, r"`lambda_scope` must be one of .* got None"),
     (dict(k=3, lambdas=[0.1, 0.2]), ValueError, r"`lambdas` must hold k=3 values; got 2"),
     (dict(k=2, lambdas=[0.1, 1.5]), ValueError, r"`lambdas` must lie in \[0, 1\]; value 1 is 1.5"),
     (dict(k=2, lambdas=[0.6, 0.2]), ValueError, r"`lambdas` must be non-decreasing"),
@@ -49,6 +52,21 @@ def test_graph_build_errors(kwargs, error, match):
 def test_images_must_be_a_data_node():
     with pytest.raises(TypeError, match=r"`images` must be a DALI DataNode.*got ndarray"):
         dali_multimix.multimix(IMAGES, IMAGES)
+
+
+def test_operator_rejects_a_bad_lambda_scope():
+    """fn.multimix called directly (past the wrapper's check): the operator names the argument,
+    what it expects and what it got, and the pipeline fails to build with a ValueError."""
+    @pipeline_def(batch_size=2, num_threads=1, device_id=None)
+    def pipe():
+        x = fn.external_source(name="x", layout="HWC")
+        y = fn.external_source(name="y")
+        return tuple(fn.multimix(x, y, lambda_scope="Batch"))
+
+    p = pipe()
+    with pytest.raises(ValueError, match=r'multimix: argument `lambda_scope`: expected "batch" or '
+                                         r'"sample"; got "Batch"'):
+        p.build()
 
 
 def test_fmix_scores_must_be_a_data_node():

@@ -99,14 +99,16 @@ def test_nvrtc_kernel_matches_reference(photos, mode, dtype, layout):
 @pytest.mark.gpu
 @pytest.mark.parametrize("mode", ["mixup", "cutmix", "fmix"])
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
-def test_dali_gpu_backend_matches_cpu_backend(photos, mode, dtype):
+@pytest.mark.parametrize("lambda_scope", ["batch", "sample"])
+def test_dali_gpu_backend_matches_cpu_backend(photos, mode, dtype, lambda_scope):
     pytest.importorskip("nvidia.dali")
     from conftest import run_multimix
 
     images = np.concatenate([photos, photos[::-1]]).astype(dtype)
     labels = [np.eye(8, dtype=np.float32)[i] for i in range(8)]
-    cpu = run_multimix(images, labels, device="cpu", k=5, mode=mode, seed=42, iterations=2)
-    gpu = run_multimix(images, labels, device="gpu", k=5, mode=mode, seed=42, iterations=2)
+    kwargs = dict(k=5, mode=mode, seed=42, iterations=2, lambda_scope=lambda_scope)
+    cpu = run_multimix(images, labels, device="cpu", **kwargs)
+    gpu = run_multimix(images, labels, device="gpu", **kwargs)
     for c, g in zip(cpu, gpu):
         for a, b in zip(c, g):
             np.testing.assert_array_equal(a, b)

@@ -1,5 +1,7 @@
 """The mixing ratios follow the paper's distribution: K sorted Beta(alpha, alpha) draws are the
-Beta order statistics; stratified draws put one ratio in each of K equal-probability strata."""
+Beta order statistics; stratified draws put one ratio in each of K equal-probability strata.
+Drawn per sample (lambda_scope="sample") to get many sets per batch; the batch scope's one set per
+batch is checked over iterations in test_lambda_scope.py."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +15,8 @@ def draw_lambdas(k: int, alpha: float, sampling: str, seed: int, batch: int = 25
                  iterations: int = 8) -> np.ndarray:
     images = np.zeros((batch, 2), np.float32)  # mixup weights are the ratios themselves
     runs = run_multimix(images, [np.array(0)] * batch, layout="", k=k, alpha=alpha,
-                        lambda_sampling=sampling, seed=seed, iterations=iterations)
+                        lambda_sampling=sampling, lambda_scope="sample", seed=seed,
+                        iterations=iterations)
     return np.concatenate([r[1] for r in runs])  # (batch * iterations, k)
 
 

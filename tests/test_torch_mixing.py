@@ -61,7 +61,7 @@ def test_random_masks_are_nested_and_weights_are_their_area(mode):
 @pytest.mark.parametrize("how", ["sorted", "stratified"])
 def test_sampled_lambdas_follow_the_distribution(how):
     alpha, k = 0.5, 4
-    lam = sampling.sample_lambdas(4000, k, alpha, lambda_sampling=how,
+    lam = sampling.sample_lambdas(4000, k, alpha, lambda_sampling=how, lambda_scope="sample",
                                   generator=torch.Generator().manual_seed(9)).double().numpy()
     assert (np.diff(lam, axis=1) >= 0).all()
     u = stats.beta(alpha, alpha).cdf(lam)
@@ -87,6 +87,8 @@ def test_fmix_scores_are_low_frequency():
     (dict(lambdas=np.zeros((4, 2))), ValueError, r"`lambdas` must have shape \(4, 5\); got \(4, 2\)"),
     (dict(lambdas=np.full((4, 5), 2.0)), ValueError, r"`lambdas` must lie in \[0, 1\]"),
     (dict(partners=[0, 1, 2, 4]), ValueError, r"`partners` must be indices in \[0, 4\)"),
+    (dict(lambda_scope="rows"), ValueError,
+     r"`lambda_scope`: expected one of \('batch', 'sample'\); got 'rows'"),
 ])
 def test_bad_arguments(photos, kwargs, error, match):
     x = torch.from_numpy(to_layout(photos, "CHW"))

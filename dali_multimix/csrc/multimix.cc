@@ -1,6 +1,7 @@
 // The multimix operator: schema, shared Setup (validation + sampling) and the CPU backend.
 #include "multimix.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -27,6 +28,14 @@ namespace {
 constexpr uint64_t kLambdaStream = 0;
 constexpr uint64_t kCenterStream = 1ull << 24;
 constexpr uint64_t kFmixStream = 2ull << 24;
+// The batch stream, GetSampleRNG(nsamples_): a Philox sequence no sample of the iteration uses
+// (sample i has sequence i * kSkipaheadPerSample from the iteration's master state), so what is
+// drawn once per batch does not depend on num_threads and DALI checkpoints restore it. Its
+// sub-streams: the partner permutation, and lambda_scope "batch"'s ratios, centre and noise map.
+constexpr uint64_t kPartnerStream = 0;
+constexpr uint64_t kBatchLambdaStream = 3ull << 24;
+constexpr uint64_t kBatchCenterStream = 4ull << 24;
+constexpr uint64_t kBatchFmixStream = 5ull << 24;
 constexpr double kFmixDecayPower = 3.0;  // FMix's default
 // Batches whose output is larger than this (beyond the last-level cache) are written with
 // non-temporal stores where the loop has them.
@@ -64,6 +73,12 @@ int ParseMode(const std::string &mode) {
   Fail("argument `lambda_sampling`: expected \"sorted\" or \"stratified\"; got \"", how, "\"");
 }
 
+LambdaScope ParseLambdaScope(const std::string &scope) {
+  if (scope == "batch") return LambdaScope::kBatch;
+  if (scope == "sample") return LambdaScope::kSample;
+  Fail("argument `lambda_scope`: expected \"batch\" or \"sample\"; got \"", scope, "\"");
+}
+
 template <typename Backend>
 Multimix<Backend>::Multimix(const OpSpec &spec)
     : Base(spec),
@@ -71,6 +86,7 @@ Multimix<Backend>::Multimix(const OpSpec &spec)
       alpha_(spec.GetArgument<float>("alpha")),
       mode_(ParseMode(spec.GetArgument<std::string>("mode"))),
       lambda_sampling_(ParseLambdaSampling(spec.GetArgument<std::string>("lambda_sampling"))),
+      lambda_scope_(ParseLambdaScope(spec.GetArgument<std::string>("lambda_scope"))),
       has_lambdas_(spec.ArgumentDefined("lambdas")),
       has_partners_(spec.ArgumentDefined("partners")),
       has_centers_(spec.ArgumentDefined("centers")),
@@ -178,6 +194,15 @@ std::vector<std::vector<T>> OverrideValues(const OpSpec &spec, const Workspace &
 
 template <typename Backend>
 void Multimix<Backend>::SampleLambdas(const Workspace &ws) {
+  if (!has_lambdas_ && lambda_scope_ == LambdaScope::kBatch) {
+    // one sorted set lambda_1..lambda_K for every pair of the batch (Eq. 7-9, Prop. III.2)
+    auto rng = this->GetSampleRNG(nsamples_);
+    rng.skipahead(kBatchLambdaStream);
+    ::multimix::sample_lambdas(rng, k_, alpha_, lambda_sampling_, mix_[0].lambdas);
+    for (int i = 1; i < nsamples_; i++)
+      std::copy(mix_[0].lambdas, mix_[0].lambdas + k_, mix_[i].lambdas);
+    return;
+  }
   if (!has_lambdas_) {
     for (int i = 0; i < nsamples_; i++) {
       auto rng = this->GetSampleRNG(i);
@@ -210,7 +235,8 @@ template <typename Backend>
 void Multimix<Backend>::SamplePartners(const Workspace &ws) {
   if (!has_partners_) {
     std::vector<int> perm(nsamples_);
-    auto rng = this->GetSampleRNG(nsamples_);  // a stream no sample uses in this iteration
+    auto rng = this->GetSampleRNG(nsamples_);  // the batch stream: no sample uses it
+    rng.skipahead(kPartnerStream);
     ::multimix::random_permutation(rng, nsamples_, perm.data());
     for (int i = 0; i < nsamples_; i++) mix_[i].partner = perm[i];
     return;
@@ -233,6 +259,18 @@ void Multimix<Backend>::SamplePartners(const Workspace &ws) {
 template <typename Backend>
 void Multimix<Backend>::SampleCenters(const Workspace &ws) {
   const int h = spatial_.h, w = spatial_.w;
+  if (!has_centers_ && lambda_scope_ == LambdaScope::kBatch) {
+    // one centre for the batch: every row gets the same nested boxes (CutMix's one box per batch)
+    auto rng = this->GetSampleRNG(nsamples_);
+    rng.skipahead(kBatchCenterStream);
+    const int cy = ::multimix::uniform_int(rng, h);
+    const int cx = ::multimix::uniform_int(rng, w);
+    for (auto &m : mix_) {
+      m.cy = cy;
+      m.cx = cx;
+    }
+    return;
+  }
   if (!has_centers_) {
     for (int i = 0; i < nsamples_; i++) {
       auto rng = this->GetSampleRNG(i);
@@ -313,6 +351,7 @@ bool Multimix<Backend>::SetupImpl(std::vector<OutputDesc> &output_desc, const Wo
       fmix_basis_ = ::multimix::FmixBasis(spatial_.h, spatial_.w, kFmixDecayPower);
     ComputeWeights();
   }
+  PrepareBatchFmix();
 
   output_desc.resize(4);
   TensorShape<> mixed_shape = shape_cat(TensorShape<1>{k_}, sample_shape_);
@@ -324,10 +363,33 @@ bool Multimix<Backend>::SetupImpl(std::vector<OutputDesc> &output_desc, const Wo
 }
 
 template <typename Backend>
+void Multimix<Backend>::PrepareBatchFmix() {
+  shared_fmix_levels_ = false;
+  if (nsamples_ == 0 || mode_ != kFmix || has_fmix_scores_ || lambda_scope_ != LambdaScope::kBatch)
+    return;
+  // one noise map for the batch (FMix's one mask per batch), drawn from the batch stream
+  const int64_t pixels = static_cast<int64_t>(spatial_.h) * spatial_.w;
+  batch_fmix_scores_.resize(pixels);
+  auto rng = this->GetSampleRNG(nsamples_);
+  rng.skipahead(kBatchFmixStream);
+  ::multimix::fmix_score_map(rng, fmix_basis_, batch_fmix_scores_.data(),
+                             batch_fmix_scratch_.spectrum);
+  // its K levels once for the batch, unless per-sample `lambdas` give samples different counts
+  for (int i = 1; i < nsamples_; i++) {
+    if (!std::equal(mix_[0].counts, mix_[0].counts + k_, mix_[i].counts)) return;
+  }
+  batch_fmix_levels_.resize(pixels);
+  ::multimix::fmix_levels(batch_fmix_scores_.data(), pixels, mix_[0].counts, k_,
+                          batch_fmix_levels_.data(), batch_fmix_scratch_.select);
+  shared_fmix_levels_ = true;
+}
+
+template <typename Backend>
 void Multimix<Backend>::ComputeFmixLevels(int i, const float *given_scores, unsigned char *levels,
                                           FmixScratch &scratch) const {
   const int64_t pixels = static_cast<int64_t>(spatial_.h) * spatial_.w;
   const float *scores = given_scores;
+  if (!scores && lambda_scope_ == LambdaScope::kBatch) scores = batch_fmix_scores_.data();
   if (!scores) {
     scratch.scores.resize(pixels);
     auto rng = this->GetSampleRNG(i);
@@ -503,6 +565,12 @@ void Multimix<CPUBackend>::RunImpl(Workspace &ws) {
 
   const TensorList<CPUBackend> *fmix_scores =
       has_fmix_scores_ ? &ws.ArgumentInput("fmix_scores") : nullptr;
+  // fmix levels shared by the batch (lambda_scope "batch"): spread over the elements once
+  std::vector<unsigned char> shared_element_levels;
+  if (const unsigned char *shared = SharedFmixLevels()) {
+    shared_element_levels.resize(image_volume);
+    SpreadLevels(shared, spatial_, shared_element_levels.data());
+  }
 
   TYPE_SWITCH(dtype_, type2id, T, (uint8_t, float16, float), (
     using S = typename StorageType<T>::type;
@@ -519,6 +587,10 @@ void Multimix<CPUBackend>::RunImpl(Workspace &ws) {
         } else if (mode_ == kCutmix) {
           for (int s = 0; s < k_; s++)
             CutmixImage(out + s * image_volume, own, partner, spatial_, m.boxes[s]);
+        } else if (!shared_element_levels.empty()) {
+          for (int s = 0; s < k_; s++)
+            FmixImage(out + s * image_volume, own, partner, shared_element_levels.data(),
+                      image_volume, s);
         } else {
           thread_local FmixScratch scratch;
           thread_local std::vector<unsigned char> levels, element_levels;
@@ -573,8 +645,13 @@ lambda_1 <= ... <= lambda_K (K sorted draws from Beta(alpha, alpha)) and emits K
 * ``mixup``:  (1 - lambda_k) x + lambda_k x'
 * ``cutmix``: x with the partner's pixels in box k; the K boxes share one random centre and box k
   measures H*sqrt(lambda_k) x W*sqrt(lambda_k) (nested), clipped at the border.
-* ``fmix``:   x with the partner's pixels where one low-frequency Fourier noise map per sample
+* ``fmix``:   x with the partner's pixels where one low-frequency Fourier noise map
   (FMix, decay power 3) is in its top lambda_k fraction (nested masks).
+
+``lambda_scope`` says how far one draw reaches: ``"batch"`` (default; the paper's Eq. 7-9 and
+Prop. III.2, and the originals of mixup, CutMix and FMix) draws one set lambda_1..lambda_K, one
+cutmix centre and one fmix noise map for the whole batch; ``"sample"`` draws them per sample.
+The weights are the exact area per sample in both.
 
 Outputs: the mixed images (K, *input shape) with layout "F" + input layout and the input dtype
 (uint8 rounded half to even); the weights (K,) float32, the exact fraction taken from the partner
@@ -593,6 +670,12 @@ Outputs: the mixed images (K, *input shape) with layout "F" + input layout and t
                     "\"sorted\": K sorted Beta draws (the paper). \"stratified\": one draw from "
                     "each of K equal-probability strata of the Beta distribution.",
                     std::string("sorted"))
+    .AddOptionalArg("lambda_scope",
+                    "\"batch\": one set of K ratios, one cutmix centre and one fmix noise map "
+                    "for the whole batch (the paper's Eq. 7-9 and Prop. III.2; the originals). "
+                    "\"sample\": a fresh set, centre and noise map per sample. Per-sample "
+                    "`lambdas`, `centers` and `fmix_scores` override either.",
+                    std::string("batch"))
     .AddOptionalArg<std::vector<float>>(
         "lambdas", "Per-sample override of the K mixing ratios (non-decreasing, in [0, 1]).",
         nullptr, true)

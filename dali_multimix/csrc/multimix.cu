@@ -1,6 +1,7 @@
 // The multimix operator's GPU backend: host-side sampling is shared (multimix.cc); here the jobs
 // are uploaded and the kernels of multimix_kernels.cuh launched. The fmix masks' levels are
-// computed on the host and uploaded (h*w bytes per sample).
+// computed on the host and uploaded (h*w bytes per sample, or once per batch when the batch
+// shares one noise map: lambda_scope "batch").
 #include <vector>
 
 #include "dali/core/cuda_error.h"
@@ -44,9 +45,15 @@ void Multimix<GPUBackend>::RunImpl(Workspace &ws) {
   const int64_t image_volume = ::dali::volume(sample_shape_);
   const int64_t pixels = static_cast<int64_t>(spatial_.h) * spatial_.w;
 
-  // fmix: per-pixel levels of every sample, computed on the host, uploaded once
+  // fmix: per-pixel levels of every sample, computed on the host, uploaded once; with
+  // lambda_scope "batch" one set of levels serves the whole batch (levels_stride 0)
   const unsigned char *levels_gpu = nullptr;
-  if (mode_ == ::multimix::kFmix) {
+  int64_t levels_stride = pixels;
+  if (const unsigned char *shared = SharedFmixLevels()) {
+    std::vector<unsigned char> levels(shared, shared + pixels);
+    levels_gpu = scratch.ToGPU(stream, levels);
+    levels_stride = 0;
+  } else if (mode_ == ::multimix::kFmix) {
     std::vector<unsigned char> levels(nsamples_ * pixels);
     const TensorList<CPUBackend> *given =
         has_fmix_scores_ ? &ws.ArgumentInput("fmix_scores") : nullptr;
@@ -68,7 +75,7 @@ void Multimix<GPUBackend>::RunImpl(Workspace &ws) {
         job.out = reinterpret_cast<D *>(mixed.mutable_tensor<T>(i)) + s * image_volume;
         job.own = reinterpret_cast<const D *>(images.tensor<T>(i));
         job.partner = reinterpret_cast<const D *>(images.tensor<T>(m.partner));
-        job.levels = levels_gpu ? levels_gpu + i * pixels : nullptr;
+        job.levels = levels_gpu ? levels_gpu + i * levels_stride : nullptr;
         job.volume = image_volume;
         job.mode = mode_;
         job.step = s;

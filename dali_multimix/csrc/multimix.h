@@ -58,8 +58,16 @@ struct FmixScratch {
   ::multimix::FmixLevelScratch select;
 };
 
+/// How far one random draw reaches (Shen et al., Eq. 7-9 and Prop. III.2 take one lambda for all
+/// pairs of a batch, as the originals of mixup, CutMix and FMix do).
+///   kBatch:  one sorted set lambda_1..lambda_K, one cutmix centre and one FMix noise map for the
+///            whole batch, drawn from the batch stream (GetSampleRNG(nsamples), no sample's);
+///   kSample: a fresh set, centre and noise map per sample, each from the sample's own stream.
+enum class LambdaScope { kBatch, kSample };
+
 int ParseMode(const std::string &mode);
 ::multimix::LambdaSampling ParseLambdaSampling(const std::string &how);
+LambdaScope ParseLambdaScope(const std::string &scope);
 
 template <typename Backend>
 class Multimix : public rng::OperatorWithRng<Operator<Backend>> {
@@ -72,9 +80,18 @@ class Multimix : public rng::OperatorWithRng<Operator<Backend>> {
   bool SetupImpl(std::vector<OutputDesc> &output_desc, const Workspace &ws) override;
   void RunImpl(Workspace &ws) override;
 
-  /// The fmix levels of sample i (h*w bytes) from `given_scores` (h*w) or, if null, fresh noise.
+  /// The fmix levels of sample i (h*w bytes) from `given_scores` (h*w) or, if null, the batch's
+  /// noise map (lambda_scope "batch") or the sample's own fresh noise (lambda_scope "sample").
   void ComputeFmixLevels(int i, const float *given_scores, unsigned char *levels,
                          FmixScratch &scratch) const;
+
+  /// fmix levels shared by every sample of the batch, or null: set when the batch shares one
+  /// noise map (lambda_scope "batch", no `fmix_scores`) and every sample has the same K pixel
+  /// counts (always, unless per-sample `lambdas` differ). Then the map and its K-level selection
+  /// are computed once per batch (in Setup), not once per sample.
+  const unsigned char *SharedFmixLevels() const {
+    return shared_fmix_levels_ ? batch_fmix_levels_.data() : nullptr;
+  }
 
   /// CPU: writes weights, partner labels and partner indices (outputs 1-3).
   void FillHostOutputs(Workspace &ws);
@@ -85,6 +102,7 @@ class Multimix : public rng::OperatorWithRng<Operator<Backend>> {
   float alpha_;
   int mode_;
   ::multimix::LambdaSampling lambda_sampling_;
+  LambdaScope lambda_scope_;
   bool has_lambdas_, has_partners_, has_centers_, has_fmix_scores_;
 
   // per-iteration state, filled in SetupImpl
@@ -95,6 +113,10 @@ class Multimix : public rng::OperatorWithRng<Operator<Backend>> {
   SpatialLayout spatial_;
   std::vector<SampleMix> mix_;
   ::multimix::FmixBasis fmix_basis_;  // for the current H, W (fmix without given scores)
+  std::vector<float> batch_fmix_scores_;         // lambda_scope "batch": the batch's noise map
+  std::vector<unsigned char> batch_fmix_levels_;  // its levels, when every sample shares them
+  bool shared_fmix_levels_ = false;
+  FmixScratch batch_fmix_scratch_;
 
  private:
   void ValidateImages(const Workspace &ws);
@@ -104,6 +126,7 @@ class Multimix : public rng::OperatorWithRng<Operator<Backend>> {
   void SampleCenters(const Workspace &ws);
   void ComputeWeights();
   void ValidateFmixScores(const Workspace &ws) const;
+  void PrepareBatchFmix();
 };
 
 // Each backend specialises these (multimix.cc, multimix.cu).

@@ -3,7 +3,8 @@
 Shen et al. extend multi-mix to manifold mixup (Verma et al.): at a hidden layer s drawn per
 batch, the activation batch of B becomes B*K ordered interpolations of sample pairs
 (lambda_1 <= ... <= lambda_K), and everything downstream runs on B*K rows (row b*K + k is sample b
-at step k). Usage::
+at step k). By default one set lambda_1..lambda_K serves the whole batch (``lambda_scope="batch"``,
+the paper's Eq. 7-9 and Prop. III.2, and manifold mixup's one lambda per batch). Usage::
 
     with ManifoldMultiMix(model, layers=["", "layer1", "layer2"], k=5, alpha=2.0) as mm:
         logits = model(x)                          # (B*K, C) in training mode
@@ -45,11 +46,15 @@ class ManifoldMultiMix:
         k: interpolations per pair (1 = manifold mixup).
         alpha: Beta(alpha, alpha) ratios (manifold mixup uses 2.0 on CIFAR).
         lambda_sampling: "sorted" (the paper) or "stratified".
+        lambda_scope: "batch" (default: one sorted set of K ratios for all B pairs of a batch, the
+            paper's Eq. 7-9 / Prop. III.2, as manifold mixup's one lambda per batch) or "sample"
+            (K ratios per pair). `last.lambdas` is (B, K) either way (equal rows for "batch").
         generator: source of all random draws (layer, ratios, partners).
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str], *, k: int = 5, alpha: float = 2.0,
-                 lambda_sampling: str = "sorted", generator: Optional[torch.Generator] = None):
+                 lambda_sampling: str = "sorted", lambda_scope: str = "batch",
+                 generator: Optional[torch.Generator] = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"ManifoldMultiMix: `model` must be an nn.Module; got {type(model).__name__}")
         if isinstance(layers, str) or len(layers) == 0:
@@ -69,8 +74,12 @@ class ManifoldMultiMix:
         if lambda_sampling not in sampling.LAMBDA_SAMPLINGS:
             raise ValueError(f"ManifoldMultiMix: `lambda_sampling` must be one of "
                              f"{sampling.LAMBDA_SAMPLINGS}; got {lambda_sampling!r}")
+        if lambda_scope not in sampling.LAMBDA_SCOPES:
+            raise ValueError(f"ManifoldMultiMix: `lambda_scope` must be one of "
+                             f"{sampling.LAMBDA_SCOPES}; got {lambda_scope!r}")
         self.model, self.layers, self.k, self.alpha = model, list(layers), int(k), float(alpha)
-        self.lambda_sampling, self.generator = lambda_sampling, generator
+        self.lambda_sampling, self.lambda_scope = lambda_sampling, lambda_scope
+        self.generator = generator
         self._modules = {name: (model if name in INPUT else modules[name]) for name in self.layers}
         self._handles: list = []
         self._pending: Optional[str] = None
@@ -131,7 +140,8 @@ class ManifoldMultiMix:
     def _mix(self, layer: str, h: torch.Tensor) -> torch.Tensor:
         batch = h.shape[0]
         lam = sampling.sample_lambdas(batch, self.k, self.alpha,
-                                      lambda_sampling=self.lambda_sampling, generator=self.generator)
+                                      lambda_sampling=self.lambda_sampling,
+                                      lambda_scope=self.lambda_scope, generator=self.generator)
         partners = sampling.sample_partners(batch, generator=self.generator)
         self.last = ManifoldMix(layer, lam, partners)
         mixed = mix_activations(h, lam, partners)

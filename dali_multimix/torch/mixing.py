@@ -106,6 +106,7 @@ def multimix_batch(
     mode: str = "mixup",
     layout: str = "CHW",
     lambda_sampling: str = "sorted",
+    lambda_scope: str = "batch",
     generator: Optional[torch.Generator] = None,
     lambdas=None,
     partners=None,
@@ -118,14 +119,26 @@ def multimix_batch(
     the DALI operator :func:`dali_multimix.multimix` on tensors: x (B, *shape) -> images
     (B, K, *shape). Modes "mixup", "cutmix" (K nested boxes around one centre) and "fmix" (K nested
     masks of one FMix noise map). `layout` names the sample dimensions (cutmix / fmix need H and W).
+
+    `lambda_scope` "batch" (the default, as the paper's Eq. 7-9 and Prop. III.2: "a single lambda
+    ... used on all sample pairs in the batch", and the originals of mixup, CutMix and FMix): one
+    sorted set lambda_1..lambda_K, one cutmix centre and one FMix noise map for the whole batch, so
+    every row gets the same ratios, boxes and masks; "sample": one of each per sample. The weights
+    are each sample's exact area in both (the draws: :mod:`dali_multimix.sampling`).
+
     Overrides (lambdas (B, K), partners (B,), centers (B, 2), fmix_scores (B, H, W)) replace the
-    random draws, which otherwise come from `generator`.
+    random draws, which otherwise come from `generator`, whatever the scope.
+
+    Returns:
+        MultimixResult: images (B, K, *shape) in x's dtype, weights (B, K) float32,
+        partner_labels (labels[partners]), partners (B,) int64.
     """
     _check(x, labels, k, alpha, mode, layout)
+    sampling.check_lambda_scope(lambda_scope, "multimix_batch: `lambda_scope`")
     batch = x.shape[0]
     if lambdas is None:
         lam = sampling.sample_lambdas(batch, k, alpha, lambda_sampling=lambda_sampling,
-                                      generator=generator)
+                                      lambda_scope=lambda_scope, generator=generator)
     else:
         lam = _override("lambdas", lambdas, (batch, k), torch.float32)
         if not ((lam >= 0) & (lam <= 1)).all() or (lam.diff(dim=1) < 0).any():
@@ -149,16 +162,27 @@ def multimix_batch(
         h, w = x.shape[1 + h_dim], x.shape[1 + w_dim]
         if mode == "cutmix":
             if centers is None:
-                ctr = sampling.sample_centers(batch, h, w, generator=generator)
+                ctr = sampling.sample_centers(batch, h, w, lambda_scope=lambda_scope,
+                                              generator=generator)
             else:
                 ctr = _override("centers", centers, (batch, 2), torch.int64)
             masks = cutmix_masks(h, w, lam, ctr)
         else:
-            if fmix_scores is None:
-                scores = sampling.fmix_scores(batch, h, w, generator=generator)
+            if fmix_scores is not None:
+                masks = fmix_masks(_override("fmix_scores", fmix_scores, (batch, h, w),
+                                             torch.float32), lam)
+            elif lambda_scope == "batch":
+                # one noise map for the batch (the same draw as sampling.fmix_scores(batch, ...));
+                # with the batch's own ratios its K masks are computed once and shared by the rows
+                scores = sampling.fmix_scores(1, h, w, lambda_scope="batch", generator=generator)
+                if lambdas is None:
+                    masks = fmix_masks(scores, lam[:1]).expand(batch, k, h, w)
+                else:
+                    masks = fmix_masks(scores.expand(batch, h, w), lam)
             else:
-                scores = _override("fmix_scores", fmix_scores, (batch, h, w), torch.float32)
-            masks = fmix_masks(scores, lam)
+                scores = sampling.fmix_scores(batch, h, w, lambda_scope="sample",
+                                              generator=generator)
+                masks = fmix_masks(scores, lam)
         weights = (masks.reshape(batch, k, -1).sum(-1).double() / (h * w)).float()
         shape = [batch, k] + [1] * (x.dim() - 1)
         shape[2 + h_dim], shape[2 + w_dim] = h, w
