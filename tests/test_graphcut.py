@@ -56,3 +56,33 @@ def test_bad_energies_are_rejected():
     with pytest.raises(ValueError, match=r"at least 2 labels"):
         GridEnergy(np.zeros((2, 2, 1)), np.zeros((1, 2)), np.zeros((2, 1)))
 
+
+
+def test_swap_on_the_originals_quantisation():
+    """scale=s: gco on trunc(s * cost) as the original's graphcut_multi (exactness against the
+    original: tests/test_golden_puzzle.py); never below the optimum; bad scales are refused."""
+    from dali_multimix.torch.graphcut import swap_scale
+
+    rng = np.random.default_rng(9)
+    for n in (2, 4, 8):
+        for _ in range(5):
+            e = GridEnergy(rng.random((n, n, 3)) * 0.1, 0.01 * rng.random((n - 1, n)), 0.01 * rng.random((n, n - 1)))
+            labels = solve_swap(e, scale=swap_scale(n))
+            assert labels.shape == (n, n) and e.energy(labels) >= e.energy(solve_exact(e)) - 1e-9
+    assert swap_scale(16) == 256000.0
+    with pytest.raises(ValueError, match=r"`scale` must be a finite number > 0; got -1"):
+        solve_swap(e, scale=-1)
+    with pytest.raises(ValueError, match=r"over int32"):
+        solve_swap(e, scale=1e12)
+
+
+def test_swap_truncates_as_the_original():
+    """The original casts scale * cost to int32 (truncation); rounding instead picks another
+    labelling here (found by brute force over both quantisations)."""
+    unary = [[[9.946828304173716, 14.919383710597785, 15.5082391326033],
+              [17.44384664466645, 4.4447364248443435, 13.502413279750094]],
+             [[5.009911201541974, 7.031814182679973, 7.939442257781742],
+              [12.430334625337029, 11.509579459806329, 11.00588207876311]]]
+    e = GridEnergy(np.array(unary), np.array([[5.041285218628888, 1.0748586242545457]]),
+                   np.array([[8.205853452117799], [3.6939846226058703]]))
+    np.testing.assert_array_equal(solve_swap(e, scale=1.0), [[0, 1], [0, 1]])  # rint: [[0, 1], [0, 0]]

@@ -1,4 +1,7 @@
-"""Multi-label graph cuts on a block grid, for Puzzle Mix's masks (Kim, Choo, Song, ICML 2020).
+"""Multi-label graph cuts on a block grid, for Puzzle Mix's masks (Kim, Choo, Song, "Puzzle Mix:
+Exploiting Saliency and Local Statistics for Optimal Mixup", ICML 2020; the authors' code:
+https://github.com/snu-mllab/PuzzleMix, ``mixup.py``), used K times per pair by multi-mix
+(Shen et al., "Mixup Augmentation with Multiple Interpolations", Sec. III-A3).
 
 The energy of a labelling l (labels 0..L-1, mask value 1 - l/(L-1)) is
 
@@ -8,12 +11,15 @@ over the 4-neighbour edges of an n x n grid (w_pq >= 0). The pairwise term is co
 l_p - l_q, so with L - 1 bits per block (l = x_1 + ... + x_{L-1}, x_1 >= x_2 >= ...) the energy is
 a submodular function of the bits and one s-t minimum cut gives the exact optimum
 (:func:`solve_exact`, PyMaxflow). :func:`solve_swap` runs gco's alpha-beta swap, the solver of
-the original code, on integer costs scaled so that they cannot overflow int32.
+the original code: either on the original's integer quantisation (``scale``: costs truncated to
+multiples of 1/scale, as ``graphcut_multi`` does with scale = 1000 * n^2, without its int32
+overflow) or on costs scaled automatically so that no sum of them can overflow int32.
 """
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -109,19 +115,44 @@ def solve_exact(e: GridEnergy) -> np.ndarray:
     return x.sum(1).reshape(n, m)
 
 
-def solve_swap(e: GridEnergy, max_int: int = 2 ** 26) -> np.ndarray:
-    """gco's alpha-beta swap (the original solver), on costs scaled to integers so that no sum
-    of them can overflow int32 (the original's fixed scale could for 16 x 16 blocks)."""
+def swap_scale(block_num: int) -> float:
+    """The original's integer scale for an n x n block grid (``large_val = 1000 * n^2`` in
+    ``graphcut_multi``): costs are truncated to multiples of 1 / scale before gco."""
+    return 1000.0 * block_num ** 2
+
+
+def solve_swap(e: GridEnergy, max_int: int = 2 ** 26, *, scale: Optional[float] = None) -> np.ndarray:
+    """gco's alpha-beta swap (the original solver). Returns the (n, m) int labels.
+
+    scale=None: costs are scaled to integers so that no sum of them can overflow int32.
+    scale=s: the original's quantisation (``graphcut_multi``): unary trunc(s * U), edge weights
+    trunc(s * w) computed in float32, label costs trunc(100 * (i - j)^2 / (L - 1)^2) and unary x 100
+    (gco's float mode multiplies unary by 1e5, weights by 1e3, label costs by 100; the common factor
+    1000 is left out, so the same labelling comes out while int32 cannot overflow where the
+    original's x 1e5 did). With s = :func:`swap_scale` (n) the labels equal the original's."""
     import gco
 
     n, m, L = e.unary.shape
-    unary = e.unary - e.unary.min(axis=2, keepdims=True)  # a constant per block changes nothing
-    total = unary.max(axis=2).sum() + (e.cost_v.sum() + e.cost_h.sum())
-    scale = max_int / max(total, 1e-12)
-    pairwise = (np.subtract.outer(np.arange(L), np.arange(L)) ** 2).astype(np.int32)
-    w = scale / (L - 1) ** 2
-    args = (np.rint(unary * scale).astype(np.int32), pairwise,
-            np.rint(e.cost_v * w).astype(np.int32), np.rint(e.cost_h * w).astype(np.int32))
+    labels_diff = np.subtract.outer(np.arange(L), np.arange(L)) ** 2
+    if scale is None:
+        unary = e.unary - e.unary.min(axis=2, keepdims=True)  # a constant per block changes nothing
+        total = unary.max(axis=2).sum() + (e.cost_v.sum() + e.cost_h.sum())
+        auto = max_int / max(total, 1e-12)
+        w = auto / (L - 1) ** 2
+        args = (np.rint(unary * auto).astype(np.int32), labels_diff.astype(np.int32),
+                np.rint(e.cost_v * w).astype(np.int32), np.rint(e.cost_h * w).astype(np.int32))
+    else:
+        if not (isinstance(scale, (int, float)) and np.isfinite(scale) and scale > 0):
+            raise ValueError(f"solve_swap: `scale` must be a finite number > 0; got {scale!r}")
+        unary = scale * e.unary
+        big = max(np.abs(unary).max(), scale * max(e.cost_v.max(initial=0), e.cost_h.max(initial=0)))
+        if 100 * big >= 2 ** 31 - 1:
+            raise ValueError(f"solve_swap: costs x `scale` ({scale}) reach {big:.3g}: over int32 / 100")
+        pair = (np.asarray(labels_diff / (L - 1) ** 2, np.float32) * 100).astype(np.int32)
+        s32 = np.float32(scale)
+        args = (unary.astype(np.int32) * np.int32(100), pair,
+                (e.cost_v.astype(np.float32) * s32).astype(np.int32),
+                (e.cost_h.astype(np.float32) * s32).astype(np.int32))
     with _GCO_LOCK:
         labels = gco.cut_grid_graph(*args, algorithm="swap")
     return labels.reshape(n, m)

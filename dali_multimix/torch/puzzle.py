@@ -1,4 +1,10 @@
-"""Puzzle Mix (Kim, Choo, Song, ICML 2020) and multi-mix Puzzle Mix (Shen et al.).
+"""Puzzle Mix and multi-mix Puzzle Mix.
+
+Puzzle Mix: J.-H. Kim, W. Choo, H. O. Song, "Puzzle Mix: Exploiting Saliency and Local Statistics
+for Optimal Mixup", ICML 2020; the authors' code: https://github.com/snu-mllab/PuzzleMix
+(``mixup.py``: ``mixup_graph``, ``graphcut_multi``, ``neigh_penalty``, ``mask_transport``,
+``transport_image``). Multi-mix: Shen, Yu, Yang, Kwok, "Mixup Augmentation with Multiple
+Interpolations", Sec. III-A3: K masks from K mixing priors, each parameterised by one lambda_k.
 
 Puzzle Mix needs the model (its saliency is the gradient of the loss with respect to the input),
 so it runs in torch, after the loader. Per batch: one saliency pass, one partner permutation, one
@@ -8,13 +14,41 @@ lambda and a smoothness term from the images' local statistics), then an optimal
 move of each image's blocks under its mask, then the mix. Multi-mix makes K masks from K sorted
 ratios (K priors, K transports) for the same saliency, partners and block size.
 
-The defaults are those of the original CIFAR-100 setting (ALGORITHMS.md): n_labels 3, beta 1.2,
-gamma 0.5, eta 0.2, neighbourhood 4, transport with eps 0.8 and 4-pixel cells, clean_lam 0.
+Conventions. lambda is the partner's share (the paper's mix(z, z'; lambda) = (1-lambda) z +
+lambda z'); the original's ratio is the own image's share, so its ``alpha`` is 1 - lambda here.
+A mask m is the own image's weight per block (1, 0.5, 0 with three labels); the mixed image is
+m * x_own' + (1 - m) * x_partner' (x' transported) and the label weight is 1 - mean(m).
+
+Pixel scale: ``mean`` / ``std`` are per-channel, on DALI's 0..255 scale (the numbers given to
+``fn.crop_mirror_normalize``); the pixel-level terms (block-border statistics) are computed on
+[0, 1] pixels, (x * std + mean) / 255, as the original (which un-normalises with [0, 1]-scale
+statistics). On 0..255 pixels that term is 255x too strong and the K masks collapse toward the
+middle (measured: mean partner fraction [.48 .50 .51 .51 .60] for lambda = .1 .. .9 instead of
+[0 0 .5 .98 1]).
+
+Any image size (square images). The rules, each equal to the original wherever the original runs
+(it needs the side divisible by the block count and the block side by the neighbourhood and
+transport cell sizes, and transport grids of 2, 4, 8 or 16 cells):
+
+- block counts that do not divide the side are left out of the random choice (28 px: 2 and 4);
+- neighbourhood: the largest divisor of the block side that is <= ``neigh_size`` (the original
+  takes min(neigh_size, block side)); e.g. 224 px, 16 blocks of 14 px: 2 (the authors' ImageNet
+  code uses neigh_size 2 throughout);
+- transport cells: the largest divisor of the block side that is <= ``t_size`` when that is
+  smaller than the block and gives at most :data:`MAX_TRANSPORT_GRID` cells per side; the block
+  grid otherwise (and for ``t_size=-1``, the original's "same resolution as the graph cut", the
+  setting of its Tiny-ImageNet and ImageNet code). 32 px, t_size 4: 8 x 8 cells for 2 and 4 blocks,
+  the block grid for 8 and 16, as the original's CIFAR setting.
+
+The defaults are those of the original CIFAR-100 setting: n_labels 3, beta 1.2, gamma 0.5, eta
+0.2, neighbourhood 4, transport with eps 0.8 and 4-pixel cells, clean_lam 0, one lambda per batch.
 """
 from __future__ import annotations
 
+import math
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from math import comb
 from typing import NamedTuple, Optional, Sequence
 
@@ -23,10 +57,13 @@ import torch
 import torch.nn.functional as F
 
 from .. import sampling
-from .graphcut import GridEnergy, solve_exact, solve_swap
+from .graphcut import GridEnergy, solve_exact, solve_swap, swap_scale
 from .mixing import MAX_K
 
 SOLVERS = {"exact": solve_exact, "swap": solve_swap}
+#: the largest transport grid (cells per side) built from t_size-pixel cells; the original's
+#: cost matrices exist for 2, 4, 8 and 16 cells per side only
+MAX_TRANSPORT_GRID = 16
 _POOLS: dict = {}
 
 
@@ -48,67 +85,163 @@ class PuzzleResult(NamedTuple):
     weights: torch.Tensor
 
 
+class PuzzleMixed(NamedTuple):
+    """What :meth:`PuzzleMix.mix` makes, steps in the order of the given lambdas (B samples, K steps,
+    n blocks per side): images (B, K, C, H, W) the mixed images; weights (B, K) the partner's share
+    1 - mean(mask); masks (B, K, n, n) the own image's weight per block; own_moved and partner_moved
+    (B, K, C, H, W) the two images after transport (equal to the inputs without transport)."""
+
+    images: torch.Tensor
+    weights: torch.Tensor
+    masks: torch.Tensor
+    own_moved: torch.Tensor
+    partner_moved: torch.Tensor
+
+
+def check_pixel_stats(mean, std, channels: Optional[int] = None,
+                      who: str = "PuzzleMix") -> tuple[tuple, tuple]:
+    """Validates per-channel `mean` / `std` on DALI's 0..255 scale (what ``fn.crop_mirror_normalize``
+    takes) and returns them as tuples of floats. Raises ValueError naming the argument when one is
+    missing, has the wrong length for `channels`, is not finite, has std <= 0, lies outside
+    0..255, or looks like [0, 1]-scale numbers (every mean and std <= 1)."""
+    out = []
+    for name, value in (("mean", mean), ("std", std)):
+        if value is None:
+            raise ValueError(f"{who}: `{name}` is required: the per-channel {name} the images were "
+                             f"normalised with, on the 0..255 scale (as given to "
+                             f"fn.crop_mirror_normalize); got None")
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().reshape(-1).tolist()
+        elif isinstance(value, np.ndarray):
+            value = value.reshape(-1).tolist()
+        elif isinstance(value, (int, float)):
+            value = [value]
+        try:
+            value = tuple(float(v) for v in value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{who}: `{name}` must be a sequence of numbers (one per channel, "
+                             f"0..255 scale); got {value!r}") from None
+        if not value or (channels is not None and len(value) not in (1, channels)):
+            raise ValueError(f"{who}: `{name}` must have one value per channel ({channels} for these "
+                             f"images) or a single value; got {len(value)}: {list(value)}")
+        if not all(math.isfinite(v) for v in value):
+            raise ValueError(f"{who}: `{name}` must be finite; got {list(value)}")
+        if name == "std" and min(value) <= 0:
+            raise ValueError(f"{who}: `std` must be > 0 in every channel; got {list(value)}")
+        if name == "mean" and (min(value) < 0 or max(value) > 255):
+            raise ValueError(f"{who}: `mean` must lie in 0..255 (the 0..255 pixel scale); got "
+                             f"{list(value)}")
+        if name == "std" and max(value) > 255:
+            raise ValueError(f"{who}: `std` must be <= 255 (the 0..255 pixel scale); got {list(value)}")
+        out.append(value)
+    if max(out[0]) <= 1 and max(out[1]) <= 1:
+        raise ValueError(f"{who}: `mean` and `std` must be on the 0..255 scale (e.g. CIFAR-100 mean "
+                         f"[129.3, 124.1, 112.4], std [68.2, 65.4, 70.4]); got mean {list(out[0])}, "
+                         f"std {list(out[1])}, which look like [0, 1]-scale numbers: multiply by 255")
+    return out[0], out[1]
+
+
+def largest_divisor_at_most(n: int, limit: int) -> int:
+    """The largest divisor of n that is <= limit (at least 1)."""
+    return max(d for d in range(1, max(1, min(n, limit)) + 1) if n % d == 0)
+
+
+def neighbourhood_size(block: int, neigh_size: int) -> int:
+    """Pixels per side of the neighbourhoods pooled for the border statistics of blocks of
+    `block` pixels: the largest divisor of `block` <= neigh_size (the original: min(neigh_size,
+    block), the same wherever that divides the block)."""
+    return largest_divisor_at_most(block, neigh_size)
+
+
+def transport_grid(width: int, block_num: int, t_size: int) -> int:
+    """Cells per side of the transport grid (see the module docstring): width / c with c the
+    largest divisor of the block side <= t_size, when c is smaller than the block and the grid has
+    at most MAX_TRANSPORT_GRID cells per side; else the block grid (always for t_size = -1)."""
+    block = width // block_num
+    if t_size == -1 or t_size >= block:
+        return block_num
+    cells = width // largest_divisor_at_most(block, t_size)
+    return cells if cells <= MAX_TRANSPORT_GRID else block_num
+
+
+def block_choices(width: int, block_nums: Sequence[int]) -> list:
+    """The block counts of `block_nums` usable for square images of side `width`: those that divide
+    it (28 px: 2, 4, 7, 14, 28 of any list)."""
+    return [n for n in block_nums if 1 <= n <= width and width % n == 0]
+
+
 def input_saliency(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-                   clean_lam: float = 0.0) -> torch.Tensor:
-    """(B, H, W) saliency: sqrt(mean over channels of (d loss / d x)^2) on the clean batch.
+                   clean_lam: float = 0.0, *,
+                   scaler: Optional["torch.amp.GradScaler"] = None) -> torch.Tensor:
+    """(B, H, W) saliency of (B, C, H, W) inputs: sqrt(mean over channels of (d loss / d x)^2) on
+    the clean batch (Puzzle Mix, Kim et al. 2020, Sec. 3).
 
     clean_lam = 0: an eval-mode pass whose parameter gradients are discarded (the original's
-    CIFAR setting). clean_lam > 0: a training-mode pass whose loss, scaled by clean_lam, keeps its
-    parameter gradients (they add to the step's)."""
+    CIFAR setting). clean_lam > 0: a training-mode pass whose loss, clean_lam * cross-entropy,
+    keeps its parameter gradients (they add to the step's). Under mixed precision pass the
+    step's GradScaler: that loss is then backpropagated as ``scaler.scale(loss)``, like the mixed
+    loss, so that ``scaler.unscale_`` gives its true gradient (the saliency is unscaled too)."""
     was_training = model.training
     x = x.detach().requires_grad_(True)
     if clean_lam > 0:
         loss = clean_lam * F.cross_entropy(model(x), y)
-        loss.backward()
-        grad = x.grad
+        scaled = scaler is not None and scaler.is_enabled()
+        (scaler.scale(loss) if scaled else loss).backward()
+        grad = x.grad / scaler.get_scale() if scaled else x.grad
     else:
         model.eval()
         try:
             grad = torch.autograd.grad(F.cross_entropy(model(x), y), x)[0]
         finally:
             model.train(was_training)
-    return grad.detach().pow(2).mean(1).sqrt()
+    return grad.detach().float().pow(2).mean(1).sqrt()
 
 
 def block_saliency(saliency: torch.Tensor, cells: int) -> torch.Tensor:
-    """(B, H, W) saliency averaged over a cells x cells grid and normalised to sum 1 per image."""
+    """(B, H, W) saliency averaged over a cells x cells grid and normalised to sum 1 per image:
+    (B, cells, cells)."""
     pooled = F.avg_pool2d(saliency[:, None], saliency.shape[-1] // cells)[:, 0]
     return pooled / pooled.flatten(1).sum(1).clamp_min(1e-12)[:, None, None]
 
 
 def _border_penalty(a: torch.Tensor, b: torch.Tensor, k: int):
-    """Mean |difference| across the block borders between pooled images a (upper / left block)
-    and b (lower / right block): (B, n-1, n) vertical and (B, n, n-1) horizontal, for blocks of
-    k x k pooled cells."""
-    below = (a[:, :, k - 1:-1:k, :] - b[:, :, k::k, :]).abs().mean(1)      # (B, n-1, n*k)
-    right = (a[:, :, :, k - 1:-1:k] - b[:, :, :, k::k]).abs().mean(1)      # (B, n*k, n-1)
-    return F.avg_pool1d(below, k), F.avg_pool1d(right.transpose(1, 2), k).transpose(1, 2)
+    """The original's ``neigh_penalty``: mean |difference| across the block borders between pooled
+    images a (upper / left block) and b (lower / right block): (B, n-1, n) vertical and
+    (B, n, n-1) horizontal, for blocks of k x k pooled cells."""
+    below = (a[:, :, :-1, :] - b[:, :, 1:, :])[:, :, k - 1::k, :]
+    right = (a[:, :, :, :-1] - b[:, :, :, 1:])[:, :, :, k - 1::k]
+    return (F.avg_pool2d(below.abs().mean(1), kernel_size=(1, k)),
+            F.avg_pool2d(right.abs().mean(1), kernel_size=(k, 1)))
 
 
-def puzzle_energies(saliency: torch.Tensor, images: torch.Tensor, partners: torch.Tensor,
+def puzzle_energies(saliency: torch.Tensor, pixels: torch.Tensor, partners: torch.Tensor,
                     lambdas: torch.Tensor, block_num: int, *, n_labels: int = 3, beta: float = 1.2,
                     gamma: float = 0.5, eta: float = 0.2, neigh_size: int = 4) -> list:
     """The mask energies of every (sample, step), a list (B) of lists (K) of GridEnergy.
 
+    saliency (B, H, W); pixels (B, C, H, W) on the [0, 1] scale (un-normalised: the border term
+    is calibrated for it); partners (B,); lambdas (B, K) partner shares; block_num n divides H = W.
     Label l of a block shows the own image with weight 1 - l/(n_labels-1). Its unary cost is the
     saliency it hides, interpolated between the two images' normalised block saliency, plus the
-    prior eta * -log(Binomial(n_labels-1, lambda).pmf(l)) / n^2; the pairwise weight is beta' (=
-    beta/n/16) plus beta' * gamma times the submodular part of the border mismatch of the four
-    (own, partner) choices, whose modular part goes to the unary costs (as in the original)."""
-    batch, _, height, width = images.shape
+    prior eta * -log(Binomial(n_labels-1, lambda).pmf(l) + 1e-8) / n^2; the pairwise weight is beta'
+    (= beta/n/16) plus beta' * gamma times the submodular part of the border mismatch of the four
+    (own, partner) choices, whose modular part goes to the unary costs (as ``mixup_graph``, with
+    the same float32 arithmetic, so that the original's integer quantisation gives its labels)."""
+    batch, _, height, width = pixels.shape
     block = width // block_num
-    neigh = min(neigh_size, block)
+    neigh = neighbourhood_size(block, neigh_size)
     k = block // neigh
     beta_n = beta / block_num / 16
     s_own = block_saliency(saliency, block_num)
     s_partner = s_own[partners]
-    own_pool = F.avg_pool2d(images, neigh)
+    own_pool = F.avg_pool2d(pixels, neigh)
     partner_pool = own_pool[partners]
     # theta[a][b]: a = choice of the upper / left block, b = of the lower / right; 0 own, 1 partner
     pools = (own_pool, partner_pool)
     pen = {(a, b): _border_penalty(pools[a], pools[b], k) for a in (0, 1) for b in (0, 1)}
     scale = beta_n * gamma
     cost_own, cost_partner = s_partner.clone(), s_own.clone()  # showing one hides the other
+    weights = []
     for axis in (0, 1):
         t = {ab: scale * pen[ab][axis] for ab in pen}
         first = (slice(None), slice(None, -1), slice(None)) if axis == 0 else (slice(None), slice(None), slice(None, -1))
@@ -117,14 +250,13 @@ def puzzle_energies(saliency: torch.Tensor, images: torch.Tensor, partners: torc
         cost_partner[first] += (t[1, 0] + t[1, 1]) / 2
         cost_own[second] += (t[0, 0] + t[1, 0]) / 2
         cost_partner[second] += (t[0, 1] + t[1, 1]) / 2
-    w_v = ((scale * (pen[0, 1][0] + pen[1, 0][0] - pen[0, 0][0] - pen[1, 1][0])) / 2 + beta_n).clamp_min(0)
-    w_h = ((scale * (pen[0, 1][1] + pen[1, 0][1] - pen[0, 0][1] - pen[1, 1][1])) / 2 + beta_n).clamp_min(0)
-    t_grid = torch.linspace(0, 1, n_labels, dtype=torch.float64)
+        weights.append(((t[0, 1] + t[1, 0] - t[0, 0] - t[1, 1]) / 2 + beta_n).clamp_min(0))
+    w_v, w_h = (w.double().cpu().numpy() for w in weights)
+    t_grid = np.linspace(0, 1, n_labels)
     energies = []
     c_own, c_partner = cost_own.double().cpu().numpy(), cost_partner.double().cpu().numpy()
-    w_v, w_h = w_v.double().cpu().numpy(), w_h.double().cpu().numpy()
     for i in range(batch):
-        base = np.stack([(1 - t) * c_own[i] + t * c_partner[i] for t in t_grid.tolist()], -1)
+        base = np.stack([(1 - t) * c_own[i] + t * c_partner[i] for t in t_grid], -1)
         row = []
         for lam in lambdas[i].tolist():
             pmf = np.array([comb(n_labels - 1, l) * lam ** l * (1 - lam) ** (n_labels - 1 - l)
@@ -160,53 +292,89 @@ def mask_transport(mask: torch.Tensor, saliency: torch.Tensor, eps: float) -> to
 
 
 def transport_blocks(images: torch.Tensor, plan: torch.Tensor, n: int) -> torch.Tensor:
-    """Moves the n x n cells of (B, C, H, W) images as `plan` says; unclaimed cells become 0."""
+    """Moves the n x n cells of (B, C, H, W) images as `plan` (B, n^2, n^2) says; unclaimed cells
+    become 0 (the original's ``transport_image``)."""
     b, c, h, w = images.shape
     cells = images.reshape(b, c, n, h // n, n, w // n).permute(0, 1, 2, 4, 3, 5).reshape(b, c, n * n, -1)
     moved = torch.einsum("bij,bcip->bcjp", plan.to(images.dtype), cells)
     return moved.reshape(b, c, n, n, h // n, w // n).permute(0, 1, 2, 4, 3, 5).reshape(b, c, h, w)
 
 
-class PuzzleMix:
-    """Puzzle Mix with K ordered masks per pair (k=1: the original method).
+def _check_scaler(scaler, who: str) -> None:
+    if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
+        raise TypeError(f"{who}: `scaler` must be a torch.amp.GradScaler or None; got "
+                        f"{type(scaler).__name__}")
 
-    ``PuzzleMix(k=5)(model, x, y) -> PuzzleResult`` of B*K rows. `mean` / `std` (per channel)
-    undo the normalisation of x for the smoothness term, as the original. workers > 1 runs the
-    graph cuts of a batch in that many worker processes.
+
+class PuzzleMix:
+    """Puzzle Mix with K ordered masks per pair (k=1: the original method; Kim et al., ICML 2020;
+    multi-mix: Shen et al., Sec. III-A3).
+
+    ``PuzzleMix(k=5, mean=MEAN, std=STD)(model, x, y) -> PuzzleResult`` of B*K rows, x (B, C, H, W)
+    normalised images with H == W. `mean` / `std` (required) are the per-channel statistics x was
+    normalised with, on the 0..255 scale (those of ``fn.crop_mirror_normalize``). `lambda_scope`
+    "batch" (the original: one set of K ratios for the batch) or "sample". workers > 1 runs the
+    graph cuts of a batch in that many worker processes. solver "exact" (one s-t cut, optimal) or
+    "swap" (gco's alpha-beta swap on the original's integer quantisation). Image sizes, block
+    counts, neighbourhoods and transport cells: see the module docstring. Sampling
+    (:meth:`sample`) is kept apart from applying (:meth:`mix`).
     """
 
-    def __init__(self, k: int = 1, *, alpha: float = 1.0, n_labels: int = 3, beta: float = 1.2,
+    def __init__(self, k: int = 1, *, mean: Sequence[float] = None, std: Sequence[float] = None,
+                 alpha: float = 1.0, n_labels: int = 3, beta: float = 1.2,
                  gamma: float = 0.5, eta: float = 0.2, neigh_size: int = 4, transport: bool = True,
                  t_eps: float = 0.8, t_size: int = 4, block_nums: Sequence[int] = (2, 4, 8, 16),
-                 solver: str = "exact", clean_lam: float = 0.0, mean: Optional[Sequence[float]] = None,
-                 std: Optional[Sequence[float]] = None, workers: int = 1,
-                 generator: Optional[torch.Generator] = None):
+                 solver: str = "exact", clean_lam: float = 0.0, lambda_scope: str = "batch",
+                 workers: int = 1, generator: Optional[torch.Generator] = None):
         if not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise ValueError(f"PuzzleMix: `k` must be an integer from 1 to {MAX_K}; got {k!r}")
         if solver not in SOLVERS:
             raise ValueError(f"PuzzleMix: `solver` must be one of {list(SOLVERS)}; got {solver!r}")
-        if n_labels < 2:
-            raise ValueError(f"PuzzleMix: `n_labels` must be >= 2; got {n_labels}")
+        if not isinstance(n_labels, int) or n_labels < 2:
+            raise ValueError(f"PuzzleMix: `n_labels` must be an integer >= 2; got {n_labels!r}")
         if not alpha > 0:
             raise ValueError(f"PuzzleMix: `alpha` must be > 0; got {alpha}")
+        if not isinstance(neigh_size, int) or neigh_size < 1:
+            raise ValueError(f"PuzzleMix: `neigh_size` must be an integer >= 1; got {neigh_size!r}")
+        if not isinstance(t_size, int) or not (t_size >= 1 or t_size == -1):
+            raise ValueError(f"PuzzleMix: `t_size` must be an integer >= 1, or -1 for the block grid; "
+                             f"got {t_size!r}")
+        if not block_nums or not all(isinstance(n, int) and n >= 1 for n in block_nums):
+            raise ValueError(f"PuzzleMix: `block_nums` must be a non-empty sequence of integers >= 1; "
+                             f"got {block_nums!r}")
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"PuzzleMix: `workers` must be an integer >= 1; got {workers!r}")
+        if clean_lam < 0:
+            raise ValueError(f"PuzzleMix: `clean_lam` must be >= 0; got {clean_lam}")
+        sampling.check_lambda_scope(lambda_scope, "PuzzleMix: `lambda_scope`")
+        self.mean, self.std = check_pixel_stats(mean, std)
         self.k, self.alpha, self.n_labels = k, alpha, n_labels
         self.beta, self.gamma, self.eta, self.neigh_size = beta, gamma, eta, neigh_size
         self.transport, self.t_eps, self.t_size = transport, t_eps, t_size
         self.block_nums, self.solver, self.clean_lam = tuple(block_nums), solver, clean_lam
-        if not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"PuzzleMix: `workers` must be an integer >= 1; got {workers!r}")
-        self.mean, self.std = mean, std
-        self.workers, self.generator = workers, generator
+        self.lambda_scope, self.workers, self.generator = lambda_scope, workers, generator
 
-    def masks(self, saliency, images, partners, lambdas, block_num):
-        """(B, K, n, n) own-image weights of the blocks, one graph cut per (sample, step)."""
-        energies = puzzle_energies(saliency, images, partners, lambdas, block_num,
+    def pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) normalised images -> [0, 1] pixels, x * std/255 + mean/255 (the original's
+        ``input1 * std + mean`` with its [0, 1]-scale statistics)."""
+        channels = x.shape[1]
+        mean, std = check_pixel_stats(self.mean, self.std, channels)
+        view = (1, -1, 1, 1)
+        std01 = torch.tensor([v / 255 for v in std], dtype=torch.float32, device=x.device).view(view)
+        mean01 = torch.tensor([v / 255 for v in mean], dtype=torch.float32, device=x.device).view(view)
+        return x.float() * std01 + mean01
+
+    def masks(self, saliency: torch.Tensor, pixels: torch.Tensor, partners: torch.Tensor,
+              lambdas: torch.Tensor, block_num: int) -> torch.Tensor:
+        """(B, K, n, n) own-image weights of the blocks, one graph cut per (sample, step).
+        pixels: (B, C, H, W) on the [0, 1] scale (see :meth:`pixels`)."""
+        energies = puzzle_energies(saliency, pixels, partners, lambdas, block_num,
                                    n_labels=self.n_labels, beta=self.beta, gamma=self.gamma,
                                    eta=self.eta, neigh_size=self.neigh_size)
         # in worker processes, not threads: gco aborted the process (heap corruption) when called
         # from a thread pool, and PyMaxflow keeps the GIL, so threads would not help anyway
         flat = [e for row in energies for e in row]
-        solve = SOLVERS[self.solver]
+        solve = solve_exact if self.solver == "exact" else partial(solve_swap, scale=swap_scale(block_num))
         if self.workers > 1:
             labels = list(_solver_pool(self.workers).map(solve, flat, chunksize=max(1, len(flat) // (4 * self.workers))))
         else:
@@ -214,33 +382,65 @@ class PuzzleMix:
         labels = torch.from_numpy(np.stack(labels)).float().reshape(len(energies), -1, block_num, block_num)
         return 1.0 - labels / (self.n_labels - 1)
 
-    def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> PuzzleResult:
-        if x.dim() != 4 or x.shape[-1] != x.shape[-2]:
-            raise ValueError(f"PuzzleMix: `x` must be (B, C, H, W) with H == W; got {tuple(x.shape)}")
-        if y.shape[0] != x.shape[0]:
-            raise ValueError(f"PuzzleMix: `y` has {y.shape[0]} rows for {x.shape[0]} images")
-        batch, channels, _, width = x.shape
-        choices = [n for n in self.block_nums if width % n == 0 and n <= width]
+    def sample(self, batch: int, width: int,
+               generator: Optional[torch.Generator] = None) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """The randomness of one batch: (block_num, partners (B,), lambdas (B, K) sorted), drawn
+        in that order from `generator` (the global one if None). block_num is uniform over the
+        block counts that divide `width`."""
+        choices = block_choices(width, self.block_nums)
         if not choices:
-            raise ValueError(f"PuzzleMix: no block count of {self.block_nums} divides width {width}")
-        g = self.generator
-        saliency = input_saliency(model, x, y, self.clean_lam)
-        block_num = choices[int(torch.randint(len(choices), (1,), generator=g))]
-        partners = sampling.sample_partners(batch, generator=g).to(x.device)
-        lambdas = sampling.sample_lambdas(batch, self.k, self.alpha, generator=g)
-        raw = x
-        if self.mean is not None and self.std is not None:
-            view = (1, channels, 1, 1)
-            raw = x * torch.tensor(self.std, device=x.device).view(view) + \
-                torch.tensor(self.mean, device=x.device).view(view)
+            raise ValueError(f"PuzzleMix: no block count of `block_nums` {self.block_nums} divides the "
+                             f"image side {width}")
+        block_num = choices[int(torch.randint(len(choices), (1,), generator=generator))]
+        partners = sampling.sample_partners(batch, generator=generator)
+        lambdas = sampling.sample_lambdas(batch, self.k, self.alpha, lambda_scope=self.lambda_scope,
+                                          generator=generator)
+        return block_num, partners, lambdas
+
+    def mix(self, x: torch.Tensor, saliency: torch.Tensor, partners: torch.Tensor,
+            lambdas: torch.Tensor, block_num: int) -> PuzzleMixed:
+        """Applies Puzzle Mix with given randomness (no sampling): x (B, C, H, W) normalised images
+        (H == W), saliency (B, H, W), partners (B,) a permutation, lambdas (B, K) partner shares in
+        [0, 1], block_num dividing H. Returns a :class:`PuzzleMixed`, steps in the order of lambdas."""
+        self._check_images(x)
+        batch, channels, _, width = x.shape
+        if saliency.shape != (batch, width, width):
+            raise ValueError(f"PuzzleMix.mix: `saliency` must be (B, H, W) = {(batch, width, width)}; "
+                             f"got {tuple(saliency.shape)}")
+        if partners.shape != (batch,) or not torch.equal(torch.sort(partners.cpu()).values, torch.arange(batch)):
+            raise ValueError(f"PuzzleMix.mix: `partners` must be a permutation of 0..{batch - 1}; got "
+                             f"{partners.tolist()}")
+        if lambdas.dim() != 2 or lambdas.shape[0] != batch or not bool(((lambdas >= 0) & (lambdas <= 1)).all()):
+            raise ValueError(f"PuzzleMix.mix: `lambdas` must be (B, K) = ({batch}, K) values in [0, 1]; "
+                             f"got shape {tuple(lambdas.shape)}")
+        if not isinstance(block_num, int) or block_num < 1 or width % block_num:
+            raise ValueError(f"PuzzleMix.mix: `block_num` must be an integer dividing the image side "
+                             f"{width}; got {block_num!r}")
         with torch.no_grad():
-            mask = self.masks(saliency, raw.detach(), partners, lambdas, block_num).to(x.device)
-            own, partner = x.detach(), x.detach()[partners]
-            cells = self._transport_cells(width, block_num)
-            s_cells = block_saliency(saliency, cells) if self.transport else None
-            outputs, weights = [], []
-            for step in range(self.k):
-                m = mask[:, step:step + 1]
+            mask = self.masks(saliency.detach(), self.pixels(x.detach()), partners.cpu(), lambdas,
+                              block_num)
+        return self.compose(x, saliency, partners, mask.to(x.device))
+
+    def compose(self, x: torch.Tensor, saliency: torch.Tensor, partners: torch.Tensor,
+                mask: torch.Tensor) -> PuzzleMixed:
+        """Transport and mix under given masks (the second half of :meth:`mix`): x (B, C, H, W),
+        saliency (B, H, W), partners (B,), mask (B, K, n, n) the own image's weight per block.
+        Each image's blocks move under its part of the mask (own: mask > 0, partner: 1 - mask > 0)
+        on the transport grid (see :func:`transport_grid`), then m * own' + (1 - m) * partner'."""
+        batch, _, _, width = x.shape
+        block_num = mask.shape[-1]
+        if mask.dim() != 4 or mask.shape[0] != batch or mask.shape[-2] != block_num or width % block_num:
+            raise ValueError(f"PuzzleMix.compose: `mask` must be (B, K, n, n) with B = {batch} and n "
+                             f"dividing {width}; got {tuple(mask.shape)}")
+        partners = partners.to(x.device)
+        with torch.no_grad():
+            x = x.detach()
+            own, partner = x, x[partners]
+            cells = transport_grid(width, block_num, self.t_size)
+            s_cells = block_saliency(saliency.detach().float(), cells) if self.transport else None
+            outputs, weights, moved_own, moved_partner = [], [], [], []
+            for step in range(mask.shape[1]):
+                m = mask[:, step:step + 1].to(x.device, torch.float32)
                 if self.transport:  # each image's blocks move under its own part of the mask
                     m = F.interpolate(m, size=cells, mode="nearest")
                     own_t = transport_blocks(own, mask_transport(m[:, 0], s_cells, self.t_eps), cells)
@@ -248,49 +448,99 @@ class PuzzleMix:
                         partner, mask_transport(1 - m[:, 0], s_cells[partners], self.t_eps), cells)
                 else:
                     own_t, partner_t = own, partner
-                m_full = F.interpolate(m, size=width, mode="nearest")
+                m_full = F.interpolate(m, size=width, mode="nearest").to(x.dtype)
                 outputs.append(m_full * own_t + (1 - m_full) * partner_t)
                 weights.append(1 - m_full.flatten(1).mean(1))
-            images = torch.stack(outputs, 1)
-            weights = torch.stack(weights, 1)
-            order = weights.argsort(dim=1, stable=True)  # the K steps ordered by weight
-            weights = weights.gather(1, order)
-            images = images.gather(1, order.view(batch, self.k, 1, 1, 1).expand_as(images))
+                moved_own.append(own_t)
+                moved_partner.append(partner_t)
+        return PuzzleMixed(torch.stack(outputs, 1), torch.stack(weights, 1).float(), mask,
+                           torch.stack(moved_own, 1), torch.stack(moved_partner, 1))
+
+    def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                 scaler: Optional["torch.amp.GradScaler"] = None) -> PuzzleResult:
+        """One batch: saliency pass, then :meth:`sample` and :meth:`mix`; the K steps of each
+        sample ordered by weight. `scaler`: the training step's GradScaler under mixed precision,
+        so that the clean loss (clean_lam > 0) is scaled like the mixed loss."""
+        self._check_images(x)
+        _check_scaler(scaler, "PuzzleMix")
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"PuzzleMix: `y` has {y.shape[0]} rows for {x.shape[0]} images")
+        batch, width = x.shape[0], x.shape[-1]
+        block_choice = block_choices(width, self.block_nums)
+        if not block_choice:
+            raise ValueError(f"PuzzleMix: no block count of `block_nums` {self.block_nums} divides the "
+                             f"image side {width}")
+        self.pixels(x[:1])  # mean / std against the channels before the saliency pass
+        saliency = input_saliency(model, x, y, self.clean_lam, scaler=scaler)
+        block_num, partners, lambdas = self.sample(batch, width, self.generator)
+        mixed = self.mix(x, saliency, partners, lambdas, block_num)
+        images, weights = mixed.images, mixed.weights.to(x.device)
+        order = weights.argsort(dim=1, stable=True)  # the K steps ordered by weight
+        weights = weights.gather(1, order)
+        images = images.gather(1, order.view(batch, -1, 1, 1, 1).expand_as(images))
+        partners = partners.to(y.device)
         return PuzzleResult(images.flatten(0, 1), y.repeat_interleave(self.k, 0),
                             y[partners].repeat_interleave(self.k, 0), weights.reshape(-1))
 
-    def _transport_cells(self, width: int, block_num: int) -> int:
-        """Cells per side of the transport grid: t_size-pixel cells when finer than the blocks."""
-        return width // self.t_size if self.t_size < width // block_num else block_num
+    @staticmethod
+    def _check_images(x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"PuzzleMix: `x` must be a tensor; got {type(x).__name__}")
+        if x.dim() != 4 or x.shape[-1] != x.shape[-2]:
+            raise ValueError(f"PuzzleMix: `x` must be (B, C, H, W) with H == W; got {tuple(x.shape)}")
 
 
 class SaliencyMix:
     """SaliencyMix (Uddin et al., ICLR 2021) with K nested boxes: the partner's box is centred on
-    the peak of the partner's saliency and sized as CutMix (H*sqrt(lambda) x W*sqrt(lambda)),
-    pasted at the same place; the weight is the box's area fraction. Saliency here is the input
-    gradient of the model (the original uses OpenCV's static fine-grained saliency, not
-    available here). k=1 is the original method. ``SaliencyMix(k)(model, x, y) -> PuzzleResult``.
+    the peak of the partner's saliency (per sample) and sized as CutMix (round(H*sqrt(lambda)) x
+    round(W*sqrt(lambda))), pasted at the same place; the weight is the clipped box's area
+    fraction. Saliency here is the input gradient of the model (the original uses OpenCV's static
+    fine-grained saliency, not available here). k=1 is the original method; `lambda_scope`
+    "batch" (the original: one lambda per batch) or "sample".
+    ``SaliencyMix(k)(model, x, y) -> PuzzleResult``; :meth:`mix` applies given randomness.
     """
 
-    def __init__(self, k: int = 1, *, alpha: float = 1.0, generator: Optional[torch.Generator] = None):
+    def __init__(self, k: int = 1, *, alpha: float = 1.0, lambda_scope: str = "batch",
+                 generator: Optional[torch.Generator] = None):
         if not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise ValueError(f"SaliencyMix: `k` must be an integer from 1 to {MAX_K}; got {k!r}")
-        self.k, self.alpha, self.generator = k, alpha, generator
+        if not alpha > 0:
+            raise ValueError(f"SaliencyMix: `alpha` must be > 0; got {alpha}")
+        sampling.check_lambda_scope(lambda_scope, "SaliencyMix: `lambda_scope`")
+        self.k, self.alpha, self.lambda_scope, self.generator = k, alpha, lambda_scope, generator
 
-    def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> PuzzleResult:
+    @staticmethod
+    def centers(saliency: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
+        """(B, 2) int64 box centres (y, x): the peak of each partner's (B, H, W) saliency."""
+        w = saliency.shape[-1]
+        peak = saliency[partners.to(saliency.device)].flatten(1).argmax(1).cpu()
+        return torch.stack([peak // w, peak % w], 1)
+
+    def mix(self, x: torch.Tensor, saliency: torch.Tensor, partners: torch.Tensor,
+            lambdas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, C, H, W), saliency (B, H, W), partners (B,), lambdas (B, K) -> images (B, K, C, H, W)
+        with the partner inside box k, weights (B, K) its clipped area / (H W)."""
         from .mixing import cutmix_masks
 
+        h, w = x.shape[-2:]
+        masks = cutmix_masks(h, w, lambdas, self.centers(saliency, partners)).to(x.device)
+        partner = x.detach()[partners.to(x.device)]
+        images = torch.where(masks[:, :, None], partner[:, None], x.detach()[:, None])
+        return images, masks.flatten(2).double().mean(2).float()
+
+    def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                 scaler: Optional["torch.amp.GradScaler"] = None) -> PuzzleResult:
+        """One batch; `scaler` is accepted for symmetry with PuzzleMix (the saliency pass here
+        keeps no gradient, so nothing is scaled)."""
         if x.dim() != 4:
             raise ValueError(f"SaliencyMix: `x` must be (B, C, H, W); got {tuple(x.shape)}")
-        batch, _, h, w = x.shape
+        _check_scaler(scaler, "SaliencyMix")
+        batch = x.shape[0]
         saliency = input_saliency(model, x, y)
-        partners = sampling.sample_partners(batch, generator=self.generator).to(x.device)
-        lambdas = sampling.sample_lambdas(batch, self.k, self.alpha, generator=self.generator)
-        peak = saliency[partners].flatten(1).argmax(1).cpu()
-        centers = torch.stack([peak // w, peak % w], 1)
-        masks = cutmix_masks(h, w, lambdas, centers).to(x.device)           # (B, K, H, W)
-        partner = x.detach()[partners]
-        images = torch.where(masks[:, :, None], partner[:, None], x.detach()[:, None])
-        weights = masks.flatten(2).double().mean(2).float()
+        partners = sampling.sample_partners(batch, generator=self.generator)
+        lambdas = sampling.sample_lambdas(batch, self.k, self.alpha, lambda_scope=self.lambda_scope,
+                                          generator=self.generator)
+        images, weights = self.mix(x, saliency, partners, lambdas)
+        partners = partners.to(y.device)
         return PuzzleResult(images.flatten(0, 1), y.repeat_interleave(self.k, 0),
                             y[partners].repeat_interleave(self.k, 0), weights.reshape(-1).to(x.device))
