@@ -12,12 +12,13 @@ def constant_images(batch: int, h: int = 32, w: int = 40, c: int = 3) -> np.ndar
     return np.stack([np.full((h, w, c), 5 * i + 1, np.uint8) for i in range(batch)])
 
 
+@pytest.mark.parametrize("scope", ["batch", "sample"])
 @pytest.mark.parametrize("mode", ["cutmix", "fmix"])
 @pytest.mark.parametrize("batch", [1, 5, 8])
-def test_masks_are_nested_and_weights_are_their_area(mode, batch):
+def test_masks_are_nested_and_weights_are_their_area(mode, batch, scope):
     images = constant_images(batch)
     runs = run_multimix(images, [np.array(i) for i in range(batch)], k=6, mode=mode,
-                        iterations=3, seed=7)
+                        iterations=3, seed=7, lambda_scope=scope)
     for mixed, weights, partner_labels, partners in runs:
         assert sorted(partners.tolist()) == list(range(batch))  # a permutation of the batch
         np.testing.assert_array_equal(partner_labels, partners)
@@ -53,10 +54,11 @@ def test_mixup_lies_between_endpoints_and_moves_monotonically(photos, dtype):
     assert (dist[:, 1:] <= dist[:, :-1] + step_tol).all()
 
 
-def test_cutmix_boxes_share_one_centre():
+@pytest.mark.parametrize("scope", ["batch", "sample"])
+def test_cutmix_boxes_share_one_centre(scope):
     images = constant_images(6, 48, 48)
     [(mixed, weights, _, partners)] = run_multimix(images, [np.array(i) for i in range(6)], k=5,
-                                                   mode="cutmix", seed=3)
+                                                   mode="cutmix", seed=3, lambda_scope=scope)
     for i in range(6):
         partner = images[partners[i], 0, 0, 0]
         if partner == images[i, 0, 0, 0]:
@@ -101,9 +103,32 @@ def test_successive_iterations_differ():
     assert not (np.array_equal(p[0], p[1]) and np.array_equal(p[1], p[2]))
 
 
-def test_k1_is_plain_mixup(photos):
-    [(mixed, weights, _, partners)] = run_multimix(photos, [np.array(i) for i in range(4)], k=1)
-    assert mixed.shape == (4, 1, 64, 64, 3) and weights.shape == (4, 1)
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_k1_is_plain_mixup(photos, dtype):
+    """k=1, the operator's own draws: each output is (1 - lambda) x + lambda x' for the lambda it
+    reports (weights) and the partner it reports, rounded as the reference (uint8 half to even)."""
+    from reference import multimix_reference
+
+    images = photos if dtype == np.uint8 else (photos / 255.0 - 0.5).astype(np.float32)
+    runs = run_multimix(images, [np.array(i) for i in range(4)], k=1, seed=29, iterations=4)
+    seen_lambdas, moved = set(), 0
+    for mixed, weights, partner_labels, partners in runs:
+        assert mixed.shape == (4, 1, 64, 64, 3) and weights.shape == (4, 1)
+        assert mixed.dtype == dtype
+        assert sorted(partners.tolist()) == [0, 1, 2, 3]
+        np.testing.assert_array_equal(partner_labels, partners)
+        assert ((weights >= 0) & (weights <= 1)).all()
+        expected, expected_weights = multimix_reference(np, images, weights, partners, mode="mixup")
+        if dtype == np.uint8:
+            np.testing.assert_array_equal(mixed, expected)
+        else:
+            np.testing.assert_allclose(mixed, expected, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(weights, expected_weights)
+        seen_lambdas.update(np.round(weights.ravel(), 6).tolist())
+        moved += int((partners != np.arange(4)).sum())
+    # the check means something: ratios away from 1/2 and real partners were drawn
+    assert len(seen_lambdas) >= 3 and any(abs(v - 0.5) > 0.05 for v in seen_lambdas)
+    assert moved > 0
 
 
 def test_k64_runs(photos):

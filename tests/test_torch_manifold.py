@@ -17,16 +17,49 @@ def small_cnn() -> nn.Sequential:
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
 
 
+def mix_by_hand(h: torch.Tensor, lam: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
+    """Manifold multi-mix written out, independently of the library's mix_activations: row
+    b*K + k is (1 - lam[b, k]) h[b] + lam[b, k] h[partners[b]]."""
+    batch, k = lam.shape
+    rows = []
+    for b in range(batch):
+        for s in range(k):
+            w = float(lam[b, s])
+            rows.append((1.0 - w) * h[b] + w * h[int(partners[b])])
+    return torch.stack(rows)
+
+
 def explicit_forward(model: nn.Sequential, x: torch.Tensor, layer: str, lam, partners):
     """The same network run by hand, mixing after `layer` ("" = the input)."""
     h = x
     if layer == "":
-        h = mix_activations(h, lam, partners)
+        h = mix_by_hand(h, lam, partners)
     for name, module in model.named_children():
         h = module(h)
         if name == layer:
-            h = mix_activations(h, lam, partners)
+            h = mix_by_hand(h, lam, partners)
     return h
+
+
+def test_mix_activations_by_hand():
+    """Fixed ratios and partners, values written out: lambda on the partner, partners[b] the
+    partner of b, row b*K + k."""
+    h = torch.arange(3 * 2, dtype=torch.float32).reshape(3, 2) ** 2     # rows [0,1], [4,9], [16,25]
+    lam = torch.tensor([[0.25, 0.5, 1.0], [0.0, 0.1, 0.75], [0.2, 0.4, 0.6]])
+    partners = torch.tensor([2, 0, 0])
+    expected = torch.tensor([
+        [0.75 * 0 + 0.25 * 16, 0.75 * 1 + 0.25 * 25],
+        [0.5 * 0 + 0.5 * 16, 0.5 * 1 + 0.5 * 25],
+        [16.0, 25.0],
+        [4.0, 9.0],
+        [0.9 * 4 + 0.1 * 0, 0.9 * 9 + 0.1 * 1],
+        [0.25 * 4 + 0.75 * 0, 0.25 * 9 + 0.75 * 1],
+        [0.8 * 16 + 0.2 * 0, 0.8 * 25 + 0.2 * 1],
+        [0.6 * 16 + 0.4 * 0, 0.6 * 25 + 0.4 * 1],
+        [0.4 * 16 + 0.6 * 0, 0.4 * 25 + 0.6 * 1],
+    ])
+    torch.testing.assert_close(mix_activations(h, lam, partners), expected)
+    torch.testing.assert_close(mix_by_hand(h, lam, partners), expected)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -44,6 +77,8 @@ def test_hooks_equal_explicit_mixing_logits_and_gradients(seed):
     assert record.layer in ("", "1", "3")
     assert (record.lambdas.diff(dim=1) >= 0).all()
 
+    assert record.lambdas.shape == (6, 4) and sorted(record.partners.tolist()) == list(range(6))
+    assert (record.partners != torch.arange(6)).any()
     expected = explicit_forward(reference, x, record.layer, record.lambdas, record.partners)
     torch.testing.assert_close(logits, expected)
     own, partner, w = y.repeat_interleave(4), y[record.partners].repeat_interleave(4), record.lambdas.reshape(-1)

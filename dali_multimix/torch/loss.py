@@ -1,7 +1,8 @@
 """The loss of mixed samples: cross-entropy against (1 - w) * y + w * y'.
 
-Multi-mix averages this over all B*K mixed samples (Shen et al., Eq. 2). For integer labels the
-loss is computed from two gathered log-probabilities per row (no B*K x C target is built):
+Multi-mix averages this over all B*K mixed samples: the paper's L_multi-mix (Shen et al.,
+Sec. III-B, the loss whose batch gradient is Eq. 7). For integer labels the loss is computed
+from two gathered log-probabilities per row (no B*K x C target is built):
 (1 - w) * CE(y) + w * CE(y') equals CE against the mixed one-hot target, and label smoothing,
 being affine in the target, distributes the same way.
 """
