@@ -7,7 +7,7 @@ from .folders import FileList, list_class_folder, read_file_list
 from .image_folder import (default_device, image_folder_train_pipeline, image_folder_val_pipeline,
                            list_image_folder)
 from .sharding import shard_indices
-from .speech import list_audio_folder, speech_train_pipeline
+from .speech import feature_shape, list_audio_folder, speech_commands_split, speech_train_pipeline
 from .speech_data import synthesize_speech_commands
 
 __all__ = [
@@ -15,5 +15,5 @@ __all__ = [
     "as_dataset", "fashion_mnist", "load_cifar", "load_idx", "load_npz", "read_idx", "FileList",
     "list_class_folder", "read_file_list", "default_device", "image_folder_train_pipeline",
     "image_folder_val_pipeline", "list_image_folder", "shard_indices", "list_audio_folder",
-    "speech_train_pipeline", "synthesize_speech_commands",
+    "speech_train_pipeline", "speech_commands_split", "feature_shape", "synthesize_speech_commands",
 ]

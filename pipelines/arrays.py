@@ -66,16 +66,26 @@ def _source(dataset, batch_size, shuffle, seed, shard_id, num_shards, first_epoc
     return images, labels
 
 
+def random_pad_crop(images, *, h: int, w: int, pad: int):
+    """A random h x w window of HWC images padded by `pad` zeros on each side (torchvision's
+    RandomCrop(size, padding=pad)); pad=0 cuts the top-left h x w."""
+    # `values`: uniform over the integers (an integer `range` rounds, halving the ends)
+    anchor = fn.cast(fn.random.uniform(values=list(range(-pad, pad + 1)), shape=2), dtype=types.INT32) \
+        if pad > 0 else fn.constant(idata=[0, 0], dtype=types.INT32)
+    return fn.slice(images, start=anchor, shape=(h, w), axis_names="HW", out_of_bounds_policy="pad",
+                    fill_values=0)
+
+
 def augment(images, *, h: int, w: int, pad: int, flip: bool, mean: Sequence[float],
-            std: Sequence[float]):
-    """CIFAR-style augmentation of uint8 HWC images: a random H x W window of the image padded by
-    `pad` zeros on each side, a random horizontal flip, normalisation to CHW float32."""
+            std: Sequence[float], rotate: float = 0.0):
+    """CIFAR-style augmentation of uint8 HWC images: a random rotation by U(-rotate, rotate)
+    degrees (rotate > 0; same size, zero fill), a random H x W window of the image padded by `pad`
+    zeros on each side, a random horizontal flip, normalisation to CHW float32."""
+    if rotate > 0:
+        images = fn.rotate(images, angle=fn.random.uniform(range=[-rotate, rotate]), keep_size=True,
+                           fill_value=0, interp_type=types.INTERP_LINEAR)
     if pad > 0:
-        # `values`: uniform over the integers (an integer `range` rounds, halving the ends)
-        anchor = fn.cast(fn.random.uniform(values=list(range(-pad, pad + 1)), shape=2),
-                         dtype=types.INT32)
-        images = fn.slice(images, start=anchor, shape=(h, w), axis_names="HW",
-                          out_of_bounds_policy="pad", fill_values=0)
+        images = random_pad_crop(images, h=h, w=w, pad=pad)
     mirror = fn.random.coin_flip() if flip else 0
     return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW",
                                     mean=list(mean), std=list(std), mirror=mirror)
@@ -87,7 +97,8 @@ def array_train_pipeline(dataset: ArrayDataset, *, batch_size: int, k: int = 5,
                          std: Optional[Sequence[float]] = None, shard_id: int = 0,
                          num_shards: int = 1, seed: int = 0, first_epoch: int = 0,
                          num_threads: int = 2, device: str = "cpu",
-                         augment_copies: int = 1, mixer: Optional[Callable] = None,
+                         augment_copies: int = 1, rotate: float = 0.0,
+                         lambda_scope: str = "batch", mixer: Optional[Callable] = None,
                          drop_last: bool = False) -> Pipeline:
     """Training pipeline: random crop (zero padding `pad`), flip, normalise (CHW float32), then
     multimix (Shen et al.). Outputs (images (B, K, C, H, W), labels, partner_labels, weights), or
@@ -95,6 +106,9 @@ def array_train_pipeline(dataset: ArrayDataset, *, batch_size: int, k: int = 5,
 
     augment_copies: n > 1 stacks n independently augmented copies of each sample, (B, n, C, H, W)
         (batch augmentation).
+    rotate: > 0 rotates every augmented image by U(-rotate, rotate) degrees first (batch
+        augmentation's copies: "random crop, flipping, and rotation", multi-mix paper Sec. IV-B2).
+    lambda_scope: of the default multimix step ("batch": one set of ratios per batch).
     mixer: replaces the multimix step: mixer(images, labels) -> the pipeline's outputs.
     first_epoch: the epoch the pipeline starts at (the sample order is a function of seed and
         epoch, so a resumed run continues the same sequence).
@@ -105,7 +119,10 @@ def array_train_pipeline(dataset: ArrayDataset, *, batch_size: int, k: int = 5,
         mean, std = channel_stats(dataset)
     h, w = dataset.images.shape[1:3]
     if mixer is None and mix:
-        mixer = partial(dali_multimix.add_multimix, k=k, alpha=alpha, mode=mode)
+        mixer = partial(dali_multimix.add_multimix, k=k, alpha=alpha, mode=mode,
+                        lambda_scope=lambda_scope)
+    if rotate < 0:
+        raise ValueError(f"rotate must be >= 0 degrees; got {rotate}")
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, seed=seed,
                   device_id=0 if device == "gpu" else None, exec_dynamic=True)
@@ -114,7 +131,7 @@ def array_train_pipeline(dataset: ArrayDataset, *, batch_size: int, k: int = 5,
                                  first_epoch, drop_last)
         if device == "gpu":
             images = images.gpu()
-        copies = [augment(images, h=h, w=w, pad=pad, flip=flip, mean=mean, std=std)
+        copies = [augment(images, h=h, w=w, pad=pad, flip=flip, mean=mean, std=std, rotate=rotate)
                   for _ in range(augment_copies)]
         images = copies[0] if augment_copies == 1 else fn.stack(*copies)
         if mixer is None:

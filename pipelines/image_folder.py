@@ -2,6 +2,11 @@
 structure of DALI's ResNet-50 example loader: file reader -> decode with a random crop ("mixed",
 i.e. nvJPEG, on a GPU; "cpu" otherwise) -> resize -> crop-mirror-normalize -> multimix; and the
 validation pipeline (resize the shorter side, centre crop).
+
+For data sets stored at the model's size (Tiny-ImageNet's 64x64) ``crop="pad"`` trains on the
+native image padded and randomly cropped back to its size, with a flip, and ``native=True``
+validates on the decoded image as it is (Puzzle Mix's load_data.py: RandomCrop(64, padding=4) +
+RandomHorizontalFlip for training, ToTensor + Normalize only for testing).
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from nvidia.dali.pipeline import Pipeline
 
 import dali_multimix
 
+from .arrays import random_pad_crop
 from .folders import FileList, list_class_folder
 from .sharding import check_shard
 
@@ -55,30 +61,46 @@ def _decoder_device(device: str) -> str:
     return "mixed" if device == "gpu" else "cpu"
 
 
+CROPS = ("random_resized", "pad")
+
+
 def image_folder_train_pipeline(file_list: FileList, *, batch_size: int, size: int = 224,
                                 k: int = 5, alpha: float = 1.0, mode: str = "mixup",
                                 mix: bool = True, shard_id: int = 0, num_shards: int = 1,
                                 seed: int = 0, num_threads: int = 2, device: str = "cpu",
                                 mean: Sequence[float] = IMAGENET_MEAN,
-                                std: Sequence[float] = IMAGENET_STD,
+                                std: Sequence[float] = IMAGENET_STD, crop: str = "random_resized",
+                                pad: int = 4, lambda_scope: str = "batch",
                                 mixer: Optional[Callable] = None) -> Pipeline:
-    """Training: random-resized crop to size x size, flip, normalise (CHW float32), multimix.
+    """Training: a random crop to size x size, flip, normalise (CHW float32), multimix.
+    crop="random_resized": random-resized crop (area 8-100%, aspect 3/4-4/3) resized to size;
+    crop="pad": no resize: the decoded image padded by `pad` zeros on each side and cut to
+    size x size at a random offset (for images stored at the model's size, e.g. Tiny-ImageNet).
     Outputs (images (B, K, 3, size, size), labels, partner_labels, weights), or (images, labels)
     with mix=False. `mixer(images, labels)` replaces the multimix step. Use reader_name="Reader"
     in the iterator."""
     decoder = _decoder_device(device)
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {CROPS}; got {crop!r}")
+    if pad < 0:
+        raise ValueError(f"pad must be >= 0; got {pad}")
     if mixer is None and mix:
-        mixer = partial(dali_multimix.add_multimix, k=k, alpha=alpha, mode=mode)
+        mixer = partial(dali_multimix.add_multimix, k=k, alpha=alpha, mode=mode,
+                        lambda_scope=lambda_scope)
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, seed=seed,
                   device_id=0 if device == "gpu" else None)
     def pipe():
         jpegs, labels = _reader(file_list, True, shard_id, num_shards, seed)
-        images = fn.decoders.image_random_crop(jpegs, device=decoder, output_type=types.RGB,
-                                               random_aspect_ratio=[0.75, 4.0 / 3.0],
-                                               random_area=[0.08, 1.0], num_attempts=100)
-        images = fn.resize(images, resize_x=size, resize_y=size,
-                           interp_type=types.INTERP_TRIANGULAR, antialias=False)
+        if crop == "pad":
+            images = random_pad_crop(fn.decoders.image(jpegs, device=decoder, output_type=types.RGB),
+                                     h=size, w=size, pad=pad)
+        else:
+            images = fn.decoders.image_random_crop(jpegs, device=decoder, output_type=types.RGB,
+                                                   random_aspect_ratio=[0.75, 4.0 / 3.0],
+                                                   random_area=[0.08, 1.0], num_attempts=100)
+            images = fn.resize(images, resize_x=size, resize_y=size,
+                               interp_type=types.INTERP_TRIANGULAR, antialias=False)
         images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW",
                                           crop=(size, size), mean=list(mean), std=list(std),
                                           mirror=fn.random.coin_flip(probability=0.5))
@@ -91,11 +113,14 @@ def image_folder_val_pipeline(file_list: FileList, *, batch_size: int, size: int
                               resize: Optional[int] = None, shard_id: int = 0, num_shards: int = 1,
                               num_threads: int = 2, device: str = "cpu",
                               mean: Sequence[float] = IMAGENET_MEAN,
-                              std: Sequence[float] = IMAGENET_STD) -> Pipeline:
-    """Validation: resize the shorter side to `resize` (default size * 256 / 224), centre crop."""
+                              std: Sequence[float] = IMAGENET_STD,
+                              native: bool = False) -> Pipeline:
+    """Validation: resize the shorter side to `resize` (default size * 256 / 224), centre crop.
+    native=True: decode and normalise only, no resize and no crop (images stored at the model's
+    size; every image of a batch must then have the same size)."""
     decoder = _decoder_device(device)
     resize = resize or int(round(size * 256 / 224))
-    if resize < size:
+    if not native and resize < size:
         raise ValueError(f"resize ({resize}) must be >= the crop size ({size}): the centre crop is "
                          f"taken from the image resized to {resize} on its shorter side")
 
@@ -104,6 +129,9 @@ def image_folder_val_pipeline(file_list: FileList, *, batch_size: int, size: int
     def pipe():
         jpegs, labels = _reader(file_list, False, shard_id, num_shards, 0)
         images = fn.decoders.image(jpegs, device=decoder, output_type=types.RGB)
+        if native:
+            return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW",
+                                            mean=list(mean), std=list(std)), labels
         images = fn.resize(images, resize_shorter=resize, interp_type=types.INTERP_TRIANGULAR)
         images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW",
                                           crop=(size, size), mean=list(mean), std=list(std))

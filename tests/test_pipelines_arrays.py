@@ -157,3 +157,27 @@ def test_loader_errors(tmp_path):
         pipelines.array_train_pipeline(pipelines.as_dataset(np.zeros((3, 4, 4), np.uint8),
                                                             np.zeros(3, np.int64)),
                                        batch_size=2, shard_id=2, num_shards=2)
+
+
+def test_augmented_copies_differ_by_rotation(fmnist):
+    """Batch augmentation's copies (augment_copies=3, no crop shift, no flip): identical without
+    rotation; with rotate=30 each copy is the image turned by its own angle about the centre."""
+    ds = pipelines.ArrayDataset(fmnist.images[:16], fmnist.labels[:16])
+
+    def copies(rotate):
+        pipe = pipelines.array_train_pipeline(ds, batch_size=16, mix=False, pad=0, flip=False, rotate=rotate,
+                                              augment_copies=3, mean=[0.0], std=[1.0], seed=2)
+        pipe.build()
+        return np.array(pipe.run()[0].as_tensor())  # (16, 3, 1, 28, 28)
+
+    plain = copies(0.0)
+    assert all(np.array_equal(s[0], s[1]) and np.array_equal(s[0], s[2]) for s in plain)
+    turned = copies(30.0)
+    assert turned.shape == plain.shape
+    differ = [not np.array_equal(s[i], s[j]) for s in turned for i, j in ((0, 1), (0, 2), (1, 2))]
+    assert all(differ)
+    # a rotation about the centre keeps the centre pixel and the total ink roughly
+    np.testing.assert_allclose(turned[..., 14, 14], plain[..., 14, 14], atol=60)
+    assert np.abs(turned.sum(axis=(-1, -2)) / plain.sum(axis=(-1, -2)) - 1).max() < 0.3
+    with pytest.raises(ValueError, match=r"rotate must be >= 0 degrees; got -1"):
+        pipelines.array_train_pipeline(ds, batch_size=4, rotate=-1)

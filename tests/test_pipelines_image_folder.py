@@ -129,3 +129,54 @@ def test_file_list_in_dali_format(jpeg_folder, tmp_path):
     listing.write_text("a.jpg\n")
     with pytest.raises(ValueError, match=r"train.txt:1: expected '<path> <label >= 0>'; got 'a.jpg'"):
         pipelines.read_file_list(listing)
+
+
+@pytest.fixture(scope="module")
+def png_folder(tmp_path_factory):
+    """2 classes x 3 lossless PNGs of 40x48 (height x width): decoded exactly, so the native
+    pipelines can be compared pixel for pixel."""
+    root = tmp_path_factory.mktemp("pngs")
+    photos = sample_photos(48)
+    for c in range(2):
+        (root / f"c{c}").mkdir()
+        for j in range(3):
+            Image.fromarray(np.ascontiguousarray(photos[2 * c + j % 2, 4:44])).save(root / f"c{c}" / f"{j}.png")
+    return root
+
+
+def test_native_validation_decodes_and_normalises_only(png_folder):
+    """native=True (Tiny-ImageNet): no resize, no crop: the output is the stored image, normalised."""
+    fl = pipelines.list_image_folder(png_folder)
+    pipe = pipelines.image_folder_val_pipeline(fl, batch_size=6, size=32, native=True,
+                                               mean=[127.5] * 3, std=[127.5] * 3)
+    pipe.build()
+    images = np.array(pipe.run()[0].as_tensor())
+    assert images.shape == (6, 3, 40, 48)  # the stored size, not 32 x 32
+    for img, path in zip(images, fl.files):
+        stored = np.asarray(Image.open(path), np.float32).transpose(2, 0, 1)
+        np.testing.assert_allclose(img, (stored - 127.5) / 127.5, atol=1e-5)
+
+
+def test_pad_crop_trains_on_shifted_native_images(png_folder):
+    """crop="pad": each output is the stored image shifted by at most `pad` pixels (zeros come in),
+    possibly mirrored: no resize."""
+    fl = pipelines.list_image_folder(png_folder)
+    one = FileList([fl.files[0]] * 32, [0] * 32, fl.classes, [])
+    pipe = pipelines.image_folder_train_pipeline(one, batch_size=32, size=40, crop="pad", pad=4, mix=False,
+                                                 mean=[0, 0, 0], std=[1, 1, 1], seed=5)
+    pipe.build()
+    out = np.array(pipe.run()[0].as_tensor())
+    assert out.shape == (32, 3, 40, 40)
+    src = np.asarray(Image.open(fl.files[0]), np.float32).transpose(2, 0, 1)
+    padded = np.zeros((3, 48, 56), np.float32)
+    padded[:, 4:44, 4:52] = src
+    shifts = set()
+    for crop in out:
+        found = [(dy, dx) for dy in range(9) for dx in range(9) for flip in (False, True)
+                 if np.array_equal(padded[:, dy:dy + 40, dx:dx + 40][..., ::-1] if flip else
+                                   padded[:, dy:dy + 40, dx:dx + 40], crop)]
+        assert found, "not a padded crop of the stored image"
+        shifts |= set(found)
+    assert len(shifts) > 5  # the offsets vary
+    with pytest.raises(ValueError, match=r"crop must be one of \('random_resized', 'pad'\); got 'centre'"):
+        pipelines.image_folder_train_pipeline(fl, batch_size=2, crop="centre")

@@ -19,17 +19,25 @@ class TrainConfig:
     train_subset: int = 0              # use only the first N training samples (0 = all)
     test_subset: int = 0               # evaluate on the first N test samples (0 = all)
     label_noise: float = 0.0           # fraction of training labels replaced by another class
-    pad: int = 4                       # random-crop padding (array data sets)
-    image_size: int = 224              # crop size (image_folder)
+    pad: int = 4                       # random-crop padding (array data sets; image_folder with image_crop=pad)
+    image_size: int = 224              # image_folder: training crop size and validation size
+    image_size_stages: list = field(default_factory=list)  # image_folder: [[epoch, size], ...]: training size from that epoch on (empty: image_size)
+    image_crop: str = "random_resized" # image_folder training crop: random_resized | pad (native size, padded random crop; validation unresized)
+    mean: list = field(default_factory=list)  # per-channel normalisation, 0..255 scale (empty: the data set's own / ImageNet's)
+    std: list = field(default_factory=list)
     # model
     model: str = "small_cnn"           # small_cnn | preact_resnet18 | wrn16_8 | resnext29_4_24 | resnet50 | vgg11 | spiral_mlp
     # method (see train/methods.py)
     method: str = "multimix"
     k: int = 5                         # interpolations per pair for the multi-mix methods
-    alpha: float = 1.0                 # Beta(alpha, alpha) mixing ratios
+    alpha: float = 1.0                 # Beta(alpha, alpha) mixing ratios (methods not in alpha_by_method)
+    alpha_by_method: dict = field(default_factory=dict)  # method -> alpha, over alpha (the originals' alpha per method)
     lambda_sampling: str = "sorted"    # sorted | stratified
+    lambda_scope: str = "batch"        # batch (one set of ratios per batch, the paper's Eq. 7-9) | sample
+    mix_method: str = "mixup"          # large_batch_mixup / batch_augmentation_mixup: their single mix: mixup | cutmix | fmix | puzzle_mix | saliencymix
+    copy_rotation: float = 15.0        # batch augmentation: each copy rotated by U(-r, r) degrees (0 = off)
     manifold_layers: list = field(default_factory=lambda: ["", "layer1", "layer2"])
-    label_smoothing: float = 0.1       # for method label_smoothing
+    label_smoothing: float = 0.0       # smoothing eps on every method's loss (method label_smoothing: 0.1 when 0)
     cutout: int = 8                    # hole side for method cutout
     puzzle_solver: str = "exact"       # exact (one s-t cut) | swap (gco, the original's)
     clean_lam: float = 0.0             # Puzzle Mix: weight of the clean loss of the saliency pass
@@ -41,7 +49,8 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 1e-4
-    schedule: str = "multistep"        # step | multistep | cosine | constant
+    schedule: str = "multistep"        # step | multistep | cosine | constant | piecewise
+    lr_points: list = field(default_factory=list)  # piecewise: [[epoch, lr], ...], linear in between, per step; a repeated epoch is a jump
     milestones: list = field(default_factory=lambda: [100, 200])
     gamma: float = 0.1
     amp: bool = True                   # mixed precision when on a GPU
@@ -76,6 +85,12 @@ def _coerce(name: str, value, kind):
             if isinstance(value, bool):
                 return value
             raise ValueError
+        if origin is dict:
+            if isinstance(value, str):
+                value = yaml.safe_load(value) if value.strip() else {}
+            if not isinstance(value, dict):
+                raise ValueError
+            return dict(value)
         if origin is list:
             if isinstance(value, str):
                 value = yaml.safe_load(value) if value.strip().startswith("[") else \
@@ -116,25 +131,65 @@ def load_config(path: Optional[str] = None, overrides: tuple = ()) -> TrainConfi
             close = [k for k in types if k.startswith(key[:3])]
             raise ValueError(f"unknown config key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     cfg = TrainConfig(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
+    cfg.lr_points = _pairs("lr_points", cfg.lr_points, float, float)
+    cfg.image_size_stages = _pairs("image_size_stages", cfg.image_size_stages, int, int)
+    cfg.alpha_by_method = {str(m): _number("alpha_by_method", a) for m, a in cfg.alpha_by_method.items()}
+    cfg.mean, cfg.std = [_number("mean", v) for v in cfg.mean], [_number("std", v) for v in cfg.std]
     validate(cfg)
     return cfg
+
+
+def _number(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"config key {name!r}: expected numbers; got {value!r}")
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"config key {name!r}: expected numbers; got {value!r}") from None
+
+
+def _pairs(name: str, value: list, first, second) -> list:
+    """[[a, b], ...] with a non-decreasing, as (first(a), second(b)) lists; errors name the key."""
+    out = []
+    for item in value:
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise ValueError(f"config key {name!r}: expected a list of [epoch, value] pairs; got {item!r}")
+        a, b = _number(name, item[0]), _number(name, item[1])
+        if first is int and not a.is_integer() or second is int and not b.is_integer():
+            raise ValueError(f"config key {name!r}: expected integers; got {item!r}")
+        out.append([first(a), second(b)])
+    if any(later[0] < earlier[0] for earlier, later in zip(out, out[1:])):
+        raise ValueError(f"config key {name!r}: epochs must not decrease; got {[p[0] for p in out]}")
+    return out
+
+
+def method_alpha(cfg: "TrainConfig") -> float:
+    """The Beta(alpha, alpha) of cfg.method: alpha_by_method[method] if given, else alpha."""
+    return cfg.alpha_by_method.get(cfg.method, cfg.alpha)
+
+
+def resolved(cfg: "TrainConfig") -> "TrainConfig":
+    """The config a run uses (and saves): alpha made the method's own (method_alpha)."""
+    return dataclasses.replace(cfg, alpha=method_alpha(cfg))
 
 
 CHOICES = {
     "dataset": ("fashion_mnist", "cifar10", "cifar100", "npz", "image_folder", "speech"),
     "optimizer": ("sgd", "adam"),
-    "schedule": ("step", "multistep", "cosine", "constant"),
+    "schedule": ("step", "multistep", "cosine", "constant", "piecewise"),
     "lambda_sampling": ("sorted", "stratified"),
+    "lambda_scope": ("batch", "sample"),
+    "image_crop": ("random_resized", "pad"),
     "device": ("auto", "cpu", "cuda"),
     "puzzle_solver": ("exact", "swap"),
 }
 
 
 def validate(cfg: TrainConfig) -> None:
-    from .methods import METHODS
+    from .methods import METHODS, SINGLE_MIXES
     from .models import MODELS
 
-    choices = dict(CHOICES, method=tuple(METHODS), model=tuple(MODELS))
+    choices = dict(CHOICES, method=tuple(METHODS), model=tuple(MODELS), mix_method=tuple(SINGLE_MIXES))
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:
             raise ValueError(f"config key {key!r}: expected one of {list(allowed)}; got "
@@ -151,6 +206,32 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(f"config key 'label_noise': expected a fraction in [0, 1); got {cfg.label_noise}")
     if cfg.lr <= 0:
         raise ValueError(f"config key 'lr': expected > 0; got {cfg.lr}")
+    for name, alpha in cfg.alpha_by_method.items():
+        if name not in METHODS:
+            raise ValueError(f"config key 'alpha_by_method': {name!r} is not a method (one of "
+                             f"{list(METHODS)})")
+        if not alpha > 0:
+            raise ValueError(f"config key 'alpha_by_method': alpha of {name!r} must be > 0; got {alpha}")
+    if METHODS[cfg.method].batch_lambda and cfg.lambda_scope != "batch":
+        raise ValueError(f"config key 'lambda_scope': method {cfg.method!r} draws one ratio for the "
+                         f"whole batch by definition; got {cfg.lambda_scope!r}")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise ValueError(f"config key 'label_smoothing': expected a fraction in [0, 1); got "
+                         f"{cfg.label_smoothing}")
+    if cfg.copy_rotation < 0:
+        raise ValueError(f"config key 'copy_rotation': expected degrees >= 0; got {cfg.copy_rotation}")
+    if cfg.schedule == "piecewise" and not cfg.lr_points:
+        raise ValueError("config key 'lr_points': schedule 'piecewise' needs [[epoch, lr], ...]")
+    if any(lr < 0 for _, lr in cfg.lr_points):
+        raise ValueError(f"config key 'lr_points': learning rates must be >= 0; got {cfg.lr_points}")
+    if any(size < 1 or epoch < 0 for epoch, size in cfg.image_size_stages):
+        raise ValueError(f"config key 'image_size_stages': expected [[epoch >= 0, size >= 1], ...]; "
+                         f"got {cfg.image_size_stages}")
+    if len(cfg.mean) != len(cfg.std) or len(cfg.mean) not in (0, 1, 3):
+        raise ValueError(f"config key 'mean'/'std': expected both empty or both of 1 or 3 values; got "
+                         f"{cfg.mean} and {cfg.std}")
+    if any(float(s) <= 0 for s in cfg.std):
+        raise ValueError(f"config key 'std': expected values > 0; got {cfg.std}")
 
 
 def save_config(cfg: TrainConfig, path: Path) -> None:

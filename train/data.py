@@ -1,11 +1,12 @@
 """Data for the harness: the training and evaluation sets and the per-epoch DALI pipelines,
 sharded by data-parallel rank. Array data sets (Fashion-MNIST, CIFAR, .npz), image folders
-(ImageNet / Tiny-ImageNet style, data_path/train and data_path/val) and speech (WAV folders)."""
+(ImageNet / Tiny-ImageNet style, data_path/train and data_path/val) and speech (WAV folders, with
+a train / validation / test split)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
@@ -15,6 +16,7 @@ from dali_multimix.torch import MultimixIterator
 
 from .config import TrainConfig
 from .methods import Method, batch_size as method_batch_size, make_mixer
+from .schedule import image_size
 
 ARRAY_DATASETS = ("fashion_mnist", "cifar10", "cifar100", "npz")
 MIXED_NAMES = ["images", "labels", "partner_labels", "weights"]
@@ -25,9 +27,10 @@ class Data:
     train: Union[pipelines.ArrayDataset, pipelines.FileList]
     test: Union[pipelines.ArrayDataset, pipelines.FileList]
     num_classes: int
-    sample_shape: tuple          # (C, H, W) of one training input
-    mean: list = None            # array data sets: per-channel statistics of the training set
+    sample_shape: tuple          # (C, H, W) of one training input (image folders: of the first epoch)
+    mean: list = None            # per-channel normalisation, 0..255 scale (None: speech, normalised per clip)
     std: list = None
+    val: Optional[pipelines.FileList] = None  # a validation set for model selection (speech)
 
     @property
     def arrays(self) -> bool:
@@ -79,9 +82,9 @@ def load_data(cfg: TrainConfig) -> Data:
         if cfg.label_noise > 0:
             train = pipelines.ArrayDataset(train.images, flip_labels(train.labels, cfg.label_noise,
                                                                      classes, cfg.seed))
-        mean, std = pipelines.channel_stats(train)
+        mean, std = (cfg.mean, cfg.std) if cfg.mean else pipelines.channel_stats(train)
         shape = (train.images.shape[3],) + train.images.shape[1:3]
-        return Data(train, test, classes, shape, mean, std)
+        return Data(train, test, classes, shape, _per_channel(mean, shape[0]), _per_channel(std, shape[0]))
     if cfg.label_noise > 0:
         raise ValueError("label_noise is available for the array data sets only")
     if cfg.dataset == "image_folder":
@@ -91,19 +94,23 @@ def load_data(cfg: TrainConfig) -> Data:
         root = Path(cfg.data_path)
         train = pipelines.list_image_folder(root / "train", verify=False)
         test = pipelines.list_image_folder(root / "val", verify=False)
-        shape = (3, cfg.image_size, cfg.image_size)
-    else:  # speech
-        root = Path(cfg.data_path) if cfg.data_path else \
-            pipelines.synthesize_speech_commands(Path(cfg.out_dir).parent / "speech_commands")
-        files = pipelines.list_audio_folder(root)
-        order = np.random.default_rng(cfg.seed).permutation(len(files.files))
-        cut = len(order) * 4 // 5  # a fixed 80 / 20 split of the clips
-        pick = lambda idx: pipelines.FileList([files.files[i] for i in idx],  # noqa: E731
-                                              [files.labels[i] for i in idx], files.classes, [])
-        train, test = pick(order[:cut]), pick(order[cut:])
-        shape = (1, 40, 101)
-    train, test = _subset(train, cfg.train_subset), _subset(test, cfg.test_subset)
-    return Data(train, test, len(train.classes), shape)
+        size = image_size(cfg, 0)
+        mean = _per_channel(cfg.mean or pipelines.image_folder.IMAGENET_MEAN, 3)
+        std = _per_channel(cfg.std or pipelines.image_folder.IMAGENET_STD, 3)
+        return Data(_subset(train, cfg.train_subset), _subset(test, cfg.test_subset), len(train.classes),
+                    (3, size, size), mean, std)
+    # speech: the standard train / validation / test split (a seeded 80/10/10 one where the folder
+    # has none); the model is selected by validation error and its test error reported
+    root = Path(cfg.data_path) if cfg.data_path else \
+        pipelines.synthesize_speech_commands(Path(cfg.out_dir).parent / "speech_commands")
+    train, val, test = pipelines.speech_commands_split(root, seed=0)
+    return Data(_subset(train, cfg.train_subset), _subset(test, cfg.test_subset), len(train.classes),
+                pipelines.feature_shape("stft"), val=_subset(val, cfg.test_subset))
+
+
+def _per_channel(values, channels: int) -> list:
+    values = [float(v) for v in values]
+    return values * channels if len(values) == 1 else values
 
 
 def epoch_seed(cfg: TrainConfig, epoch: int, rank: int) -> int:
@@ -120,8 +127,10 @@ def train_loader(cfg: TrainConfig, method: Method, data: Data, epoch: int, rank:
     run rebuilds exactly the pipeline it would have had. Partial last batches are dropped, and the
     shards are equal, so that every rank takes the same number of steps."""
     batch = method_batch_size(method, cfg.batch_size, cfg.k)
+    size = image_size(cfg, epoch)
+    shape = data.sample_shape if data.arrays or cfg.dataset == "speech" else (3, size, size)
     mixer = make_mixer(method, k=cfg.k, alpha=cfg.alpha, lambda_sampling=cfg.lambda_sampling,
-                       cutout=cfg.cutout, batch=batch, sample_shape=data.sample_shape)
+                       lambda_scope=cfg.lambda_scope, cutout=cfg.cutout, sample_shape=shape)
     common = dict(batch_size=batch, shard_id=rank, num_shards=world, seed=epoch_seed(cfg, epoch, rank),
                   num_threads=cfg.num_threads, mixer=mixer, mix=mixer is not None)
     names = MIXED_NAMES if mixer is not None and not method.cutout else ["images", "labels"]
@@ -130,14 +139,16 @@ def train_loader(cfg: TrainConfig, method: Method, data: Data, epoch: int, rank:
         train = pipelines.ArrayDataset(data.train.images[:usable], data.train.labels[:usable])
         pipe = pipelines.array_train_pipeline(
             train, pad=cfg.pad, mean=data.mean, std=data.std, first_epoch=epoch, device=device,
-            augment_copies=cfg.k if method.augment_copies else 1, drop_last=True, **common)
+            augment_copies=cfg.k if method.augment_copies else 1,
+            rotate=cfg.copy_rotation if method.augment_copies else 0.0, drop_last=True, **common)
         pipe.build()
         return MultimixIterator(DALIGenericIterator(pipe, names))
     if method.augment_copies:
         raise ValueError(f"method {method.name!r} (K augmented copies) is available for the array "
                          f"data sets only")
     if cfg.dataset == "image_folder":
-        pipe = pipelines.image_folder_train_pipeline(data.train, size=cfg.image_size, device=device,
+        pipe = pipelines.image_folder_train_pipeline(data.train, size=size, device=device, mean=data.mean,
+                                                     std=data.std, crop=cfg.image_crop, pad=cfg.pad,
                                                      **common)
     else:
         pipe = pipelines.speech_train_pipeline(data.train, **common)
@@ -146,18 +157,21 @@ def train_loader(cfg: TrainConfig, method: Method, data: Data, epoch: int, rank:
                                                 last_batch_policy=LastBatchPolicy.DROP))
 
 
-def eval_loader(cfg: TrainConfig, data: Data, device: str = "cpu"):
+def eval_loader(cfg: TrainConfig, files, data: Data, device: str = "cpu"):
+    """The pipeline over an evaluation set (`files`: data.test or data.val), in order, unmixed."""
     batch = max(cfg.batch_size, 256)
     if data.arrays:
-        pipe = pipelines.array_eval_pipeline(data.test, batch_size=batch, mean=data.mean, std=data.std,
+        pipe = pipelines.array_eval_pipeline(files, batch_size=batch, mean=data.mean, std=data.std,
                                              num_threads=cfg.num_threads, device=device)
         pipe.build()
         return DALIGenericIterator(pipe, ["images", "labels"])
-    if cfg.dataset == "image_folder":
-        pipe = pipelines.image_folder_val_pipeline(data.test, batch_size=batch, size=cfg.image_size,
-                                                   num_threads=cfg.num_threads, device=device)
+    if cfg.dataset == "image_folder":  # image_crop "pad": the images as stored, no resize
+        pipe = pipelines.image_folder_val_pipeline(files, batch_size=batch, size=cfg.image_size,
+                                                   num_threads=cfg.num_threads, device=device,
+                                                   mean=data.mean, std=data.std,
+                                                   native=cfg.image_crop == "pad")
     else:
-        pipe = pipelines.speech_train_pipeline(data.test, batch_size=batch, mix=False, training=False,
+        pipe = pipelines.speech_train_pipeline(files, batch_size=batch, mix=False, training=False,
                                                num_threads=cfg.num_threads)
     pipe.build()
     return DALIGenericIterator(pipe, ["images", "labels"], reader_name="Reader",

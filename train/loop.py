@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import os
 import time
 from dataclasses import asdict
@@ -18,28 +19,20 @@ from dali_multimix.torch import ManifoldMultiMix, mixed_cross_entropy
 from dali_multimix.torch.puzzle import PuzzleMix, SaliencyMix
 
 from . import checkpoint
-from .config import TrainConfig, save_config
+from .config import TrainConfig, resolved, save_config
 from .data import eval_loader, load_data, steps_per_epoch, train_loader
-from .methods import METHODS, batch_size as method_batch_size, interpolations
-from .metrics import expected_calibration_error, plot_curves, reliability_diagram
+from .methods import batch_size as method_batch_size, interpolations, label_smoothing, resolve_method
+from .metrics import expected_calibration_error, plot_curves, reliability_diagram, summarise
 from .models import build_model
+from .schedule import learning_rate
 
 
 def make_optimizer(cfg: TrainConfig, model: torch.nn.Module):
+    """The optimiser; its learning rate is set before every step (train/schedule.py)."""
     if cfg.optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    else:
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                              nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
-    if cfg.schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    elif cfg.schedule in ("step", "multistep"):
-        milestones = [int(m) for m in cfg.milestones] if cfg.schedule == "multistep" else \
-            list(range(int(cfg.milestones[0]), cfg.epochs, int(cfg.milestones[0])))
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=cfg.gamma)
-    else:
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
-    return opt, sched
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                           nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
 
 
 def distributed() -> tuple[int, int]:
@@ -52,7 +45,7 @@ def distributed() -> tuple[int, int]:
 
 @torch.no_grad()
 def evaluate(model, loader, device, cfg: TrainConfig, epoch: int):
-    """Top-1 error, ECE and error under Gaussian noise on the test set."""
+    """Top-1 error, ECE and error under Gaussian noise on an evaluation set."""
     model.eval()
     noise = torch.Generator(device="cpu").manual_seed(cfg.seed + 1000 * epoch)
     probs, noisy_pred, labels = [], [], []
@@ -70,6 +63,7 @@ def evaluate(model, loader, device, cfg: TrainConfig, epoch: int):
 
 
 def train(cfg: TrainConfig) -> dict:
+    cfg = resolved(cfg)  # alpha: the method's own (alpha_by_method)
     rank, world = distributed()
     device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
                           else "cpu")
@@ -80,7 +74,7 @@ def train(cfg: TrainConfig) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
 
-    method = METHODS[cfg.method]
+    method = resolve_method(cfg.method, cfg.mix_method)
     data = load_data(cfg)
     steps = steps_per_epoch(cfg, method, data, world)
     if steps == 0:
@@ -90,7 +84,7 @@ def train(cfg: TrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.num_classes, data.in_channels).to(device)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    optimizer, scheduler = make_optimizer(cfg, model)
+    optimizer = make_optimizer(cfg, model)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     mix_generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
@@ -100,7 +94,6 @@ def train(cfg: TrainConfig) -> dict:
         state = checkpoint.load(ckpt_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         mix_generator.set_state(state["mix_generator"])
         torch.set_rng_state(state["torch_rng"])
@@ -108,16 +101,23 @@ def train(cfg: TrainConfig) -> dict:
         if rank == 0:
             print(f"resumed from {ckpt_path} at epoch {start_epoch}")
     manifold = (ManifoldMultiMix(model, cfg.manifold_layers, k=interpolations(method, cfg.k), alpha=cfg.alpha,
-                                 lambda_sampling=cfg.lambda_sampling, generator=mix_generator)
+                                 lambda_sampling=cfg.lambda_sampling, lambda_scope=cfg.lambda_scope,
+                                 generator=mix_generator)
                 if method.manifold else contextlib.nullcontext())
-    smoothing = cfg.label_smoothing if method.label_smoothing else 0.0
+    smoothing = label_smoothing(method, cfg.label_smoothing)
+    if method.puzzle and data.mean is None:  # Puzzle Mix's border term needs the pixels' scale
+        raise ValueError(f"method {cfg.method!r} needs the per-channel mean/std the inputs were normalised "
+                         f"with (0..255 scale); dataset {cfg.dataset!r} has none (speech spectrograms are "
+                         f"normalised per clip)")
     puzzle = (PuzzleMix(interpolations(method, cfg.k), alpha=cfg.alpha, solver=cfg.puzzle_solver,
                         clean_lam=cfg.clean_lam, mean=data.mean, std=data.std, generator=mix_generator,
-                        workers=cfg.num_threads)
+                        lambda_scope=cfg.lambda_scope, workers=cfg.num_threads)
               if method.puzzle else
-              SaliencyMix(interpolations(method, cfg.k), alpha=cfg.alpha, generator=mix_generator)
+              SaliencyMix(interpolations(method, cfg.k), alpha=cfg.alpha, lambda_scope=cfg.lambda_scope,
+                          generator=mix_generator)
               if method.saliency_box else None)
-    test_loader = eval_loader(cfg, data, dali_device)
+    test_loader = eval_loader(cfg, data.test, data, dali_device)
+    val_loader = eval_loader(cfg, data.val, data, dali_device) if data.val is not None else None
     writer = None
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
@@ -132,16 +132,19 @@ def train(cfg: TrainConfig) -> dict:
         bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not cfg.progress or rank != 0)
         with manifold:
-            for batch in bar:
+            for step, batch in enumerate(bar):
                 if isinstance(batch, dict):  # a pipeline without input mixing
-                    x, y = batch["images"], batch["labels"].reshape(-1)
+                    x, y = batch["images"], batch["labels"].reshape(-1).long()  # readers give int32
                     y2, w = y, torch.zeros(len(y))
                 else:
                     x, y, y2, w = batch
                 x, y, y2, w = x.to(device), y.to(device), y2.to(device), w.to(device)
                 optimizer.zero_grad(set_to_none=True)
+                lr = learning_rate(cfg, epoch + step / steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
                 if puzzle is not None:  # needs the model: saliency pass, then the masks
-                    x, y, y2, w = puzzle(model, x, y)
+                    x, y, y2, w = puzzle(model, x, y, scaler=scaler)  # scales the clean loss
                 with torch.autocast(device.type, enabled=use_amp):
                     logits = net(x)
                 if method.manifold:
@@ -155,9 +158,11 @@ def train(cfg: TrainConfig) -> dict:
                 loss_sum += loss.item()
                 seen += 1
                 bar.set_postfix(loss=f"{loss.item():.3f}")
-        scheduler.step()
         epoch_time = time.perf_counter() - t0
         metrics, calibration = evaluate(model, test_loader, device, cfg, epoch)
+        if val_loader is not None:  # model selection by validation error (speech, Table VII)
+            val = evaluate(model, val_loader, device, cfg, epoch)[0]
+            metrics.update(val_error=val["test_error"], val_ece=val["ece"])
         row = {"epoch": epoch + 1, "steps": seen, "train_loss": loss_sum / max(seen, 1),
                "mean_sq_grad_norm": grad_sq_sum / max(seen, 1), "epoch_seconds": epoch_time,
                "lr": optimizer.param_groups[0]["lr"], **metrics}
@@ -172,7 +177,7 @@ def train(cfg: TrainConfig) -> dict:
                     writer.add_scalar(key, value, epoch + 1)
         checkpoint.save_atomic({
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "scaler": scaler.state_dict(),
             "mix_generator": mix_generator.get_state(), "torch_rng": torch.get_rng_state(),
             "history": history, "epoch": epoch + 1, "config": asdict(cfg)}, ckpt_path)
 
@@ -184,7 +189,8 @@ def train(cfg: TrainConfig) -> dict:
         if history:
             plot_curves(history, out / "curves.png", title)
             reliability_diagram(*calibration, history[-1]["ece"], out / "reliability.png", title)
-    return {"history": history, "model": model, "out_dir": out}
+            (out / "results.json").write_text(json.dumps(summarise(history), indent=1))
+    return {"history": history, "model": model, "out_dir": out, "summary": summarise(history)}
 
 
 def write_csv(history: list, path: Path) -> None:

@@ -10,17 +10,35 @@ import torch
 
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = 10):
     """ECE = sum_m |B_m| / n * |acc(B_m) - conf(B_m)| over `bins` equal-width bins of the top-1
-    confidence (Guo et al. 2017). Returns (ece, per-bin accuracy, confidence, count)."""
+    confidence (Guo et al. 2017), bin m being I_m = ((m-1)/M, m/M] as in the multi-mix paper
+    (Sec. IV-H): a confidence on an edge belongs to the bin below it. Returns (ece, per-bin
+    accuracy, confidence, count)."""
     conf, pred = probs.max(dim=1)
     correct = (pred == labels).double()
     conf = conf.double()
     edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
-    index = torch.clamp(torch.bucketize(conf, edges[1:-1], right=True), 0, bins - 1)
+    # bucketize (right=False): index i with edges[i] < conf <= edges[i+1], i.e. (lo, hi]
+    index = torch.clamp(torch.bucketize(conf, edges[1:-1], right=False), 0, bins - 1)
     count = torch.bincount(index, minlength=bins).double()
     acc = torch.bincount(index, weights=correct, minlength=bins) / count.clamp(min=1)
     mean_conf = torch.bincount(index, weights=conf, minlength=bins) / count.clamp(min=1)
     ece = (count / len(labels) * (acc - mean_conf).abs()).sum().item()
     return ece, acc.numpy(), mean_conf.numpy(), count.numpy()
+
+
+def summarise(history: list) -> dict:
+    """The run's result: the last epoch's metrics and, with a validation set, the epoch of the
+    lowest validation error and its test metrics (the model selected by validation, as the
+    paper's speech experiment, Sec. IV-G)."""
+    if not history:
+        return {}
+    last = history[-1]
+    out = {"epochs": last["epoch"], "final": {k: v for k, v in last.items() if k != "epoch"}}
+    if "val_error" in last:  # the first epoch of the lowest validation error
+        best = min(history, key=lambda row: (row["val_error"], row["epoch"]))
+        out.update(best_val_epoch=best["epoch"], best_val_error=best["val_error"],
+                   test_error_at_best_val=best["test_error"], ece_at_best_val=best["ece"])
+    return out
 
 
 def reliability_diagram(acc, conf, count, ece: float, path: Path, title: str) -> None:
