@@ -1,7 +1,13 @@
 """Benchmark of the multimix operator (not a test): time per batch of B=128 samples, K=5
-interpolations, against the physical limit (a memcpy of the output bytes) and peers in the
-same run: numpy, torch on the same tensors, timm's and torchvision's single mixup/cutmix called
-K times. Prints a table and writes it to bench/results/op_{cpu,gpu}.md (quoted by the README).
+interpolations, against the memory limit and peers in the same run: numpy, torch on the same
+tensors, timm's and torchvision's single mixup/cutmix called K times. Prints a table and writes it
+to bench/results/op_{cpu,gpu}.md (quoted by the README).
+
+The CPU limit is what the operator cannot beat: reading the B input images once and writing the
+B*K output images with streaming (non-temporal) stores, on as many threads (the native helper
+``mm_stream_read_write`` of libmultimix_graphcut.so), timed interleaved with the operator (the
+machine may be shared). Its measured bandwidth is in the table. A plain memcpy is no limit: its
+ordinary stores also read the destination lines, so a streaming operator beats it.
 
     python bench/bench_op.py [--device cpu|gpu] [--repeats 11] [--batch 128] [--k 5]
 """
@@ -48,7 +54,12 @@ def paired_best_ms(with_op, baseline, repeats: int) -> tuple[float, float]:
 
 def dali_runner(batch: np.ndarray, k: int, mode: str | None, threads: int, device: str = "cpu"):
     """A pipeline feeding the preloaded batch (moved to the GPU for device "gpu"); with `mode`
-    None it only feeds (the baseline whose time is subtracted to get the operator's own cost)."""
+    None it only feeds (the baseline whose time is subtracted to get the operator's own cost).
+    mode: "mixup", "cutmix", "fmix" (lambda_scope "batch", the default), "fmix/sample"
+    (lambda_scope "sample": one noise map per sample)."""
+    scope = {}
+    if mode is not None and "/" in mode:
+        mode, scope = mode.split("/")[0], dict(lambda_scope=mode.split("/")[1])
     samples = list(batch)
     labels = [np.array(i, np.int32) for i in range(len(batch))]
 
@@ -61,7 +72,7 @@ def dali_runner(batch: np.ndarray, k: int, mode: str | None, threads: int, devic
             x, y = x.gpu(), y.gpu()
         if mode is None:
             return x, y
-        out = dali_multimix.multimix(x, y, k=k, mode=mode)
+        out = dali_multimix.multimix(x, y, k=k, mode=mode, **scope)
         return out.images, out.weights
 
     p = pipe()
@@ -85,6 +96,35 @@ def synchronized(fn_):
         fn_()
         torch.cuda.synchronize()
     return run
+
+
+def stream_limit(in_bytes: int, out_bytes: int, threads: int):
+    """Reads `in_bytes` and writes `out_bytes` with streaming stores on `threads` threads (the
+    native helper; ctypes releases the GIL): the memory limit of the operator on the CPU. None
+    when the native library is not built."""
+    from dali_multimix.torch.graphcut import native_library
+
+    lib = native_library()
+    if lib is None:
+        return None
+    src, dst = np.ones(in_bytes, np.uint8), np.zeros(out_bytes, np.uint8)
+    return lambda: lib.mm_stream_read_write(src.ctypes.data, in_bytes, dst.ctypes.data, out_bytes,
+                                            threads)
+
+
+def paired3_best_ms(with_op, baseline, limit, repeats: int) -> tuple[float, float, float]:
+    """Best times of the pipeline with the operator, the feed-only pipeline and the limit, run in
+    turn in every repeat so that all three see the same machine."""
+    runs = (with_op, baseline, limit)
+    for run in runs:
+        run()
+    best = [float("inf")] * 3
+    for _ in range(repeats):
+        for i, run in enumerate(runs):
+            t0 = time.perf_counter()
+            run()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return tuple(1e3 * b for b in best)
 
 
 def threaded_memcpy(nbytes: int, threads: int):
@@ -154,23 +194,28 @@ def main() -> None:
         for dtype in (np.uint8, np.float32):
             x = rng.integers(0, 256, (args.batch, side, side, 3)).astype(dtype)
             out_bytes = x.nbytes * args.k
-            memcpy = device_memcpy(out_bytes) if gpu else threaded_memcpy(out_bytes, args.threads)
-            t_memcpy = best_ms(memcpy, args.repeats)
+            limit = None if gpu else stream_limit(x.nbytes, out_bytes, args.threads)
+            limit_name = "stream"
+            if limit is None:
+                limit_name = "memcpy"
+                limit = device_memcpy(out_bytes) if gpu else threaded_memcpy(out_bytes, args.threads)
             feed = dali_runner(x, args.k, None, args.threads, args.device)
             xt = torch.from_numpy(x).cuda() if gpu else torch.from_numpy(x)
             gen = torch.Generator(device=xt.device).manual_seed(0)
             peer = synchronized if gpu else (lambda f: f)
-            for mode in ("mixup", "cutmix", "fmix"):
-                t_pipe, t_feed = paired_best_ms(
-                    dali_runner(x, args.k, mode, args.threads, args.device), feed, args.repeats)
+            for mode in ("mixup", "cutmix", "fmix", "fmix/sample"):
+                t_pipe, t_feed, t_limit = paired3_best_ms(
+                    dali_runner(x, args.k, mode, args.threads, args.device), feed, limit,
+                    args.repeats)
                 t_op = max(t_pipe - t_feed, 1e-3)
                 row = dict(size=f"{side}x{side}x3", dtype=np.dtype(dtype).name, mode=mode,
-                           memcpy=t_memcpy, op=t_op, pipeline=t_pipe)
+                           limit=t_limit, op=t_op, pipeline=t_pipe, limit_name=limit_name,
+                           gbs=(x.nbytes + out_bytes) / (t_limit * 1e-3) / 1e9)
                 if mode == "mixup":
                     if not gpu:
                         row["numpy"] = best_ms(lambda: numpy_mixup(x, args.k, rng), args.repeats)
                     row["torch"] = best_ms(peer(lambda: torch_mixup(xt, args.k, gen)), args.repeats)
-                if dtype == np.float32 and mode != "fmix":  # timm / torchvision: float, no fmix
+                if dtype == np.float32 and not mode.startswith("fmix"):  # timm / torchvision: float, no fmix
                     row["timm xK"] = best_ms(peer(timm_k_times(xt, args.k, mode)), args.repeats)
                     row["torchvision xK"] = best_ms(peer(torchvision_k_times(xt, args.k, mode)),
                                                     args.repeats)
@@ -179,32 +224,38 @@ def main() -> None:
     write_results(rows, args)
 
 
-COLUMNS = ["memcpy", "op", "pipeline", "numpy", "torch", "timm xK", "torchvision xK"]
+COLUMNS = ["limit", "op", "pipeline", "numpy", "torch", "timm xK", "torchvision xK"]
 
 
 def format_row(row: dict) -> str:
     cells = [row["size"], row["dtype"], row["mode"]]
     cells += [f"{row[c]:.2f}" if c in row else "-" for c in COLUMNS]
-    cells.append(f"{row['op'] / row['memcpy']:.2f}x")
+    cells.append(f"{row['gbs']:.1f} ({row['limit_name']})")
+    cells.append(f"{row['op'] / row['limit']:.2f}x")
     cells.append(f"{row['numpy'] / row['op']:.1f}x" if "numpy" in row else "-")
     return "| " + " | ".join(cells) + " |"
 
 
 def write_results(rows: list, args) -> None:
-    header = ["size", "dtype", "mode"] + [f"{c} ms" for c in COLUMNS] + ["op / memcpy",
-                                                                         "numpy / op"]
+    header = ["size", "dtype", "mode"] + [f"{c} ms" for c in COLUMNS] + [
+        "limit GB/s (read + write)", "op / limit", "numpy / op"]
     if args.device == "gpu":
         where = f"GPU ({torch.cuda.get_device_name()})"
-        limit = "a device-to-device copy of the output bytes"
+        limit = "a device-to-device copy of the output bytes (memcpy)"
     else:
         where = f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)"
-        limit = "a copy of the output bytes on as many threads"
+        limit = ("reading the B input images once and writing the B*K output images with "
+                 "streaming (non-temporal) stores on as many threads (stream; memcpy where the "
+                 "native helper is not built)")
     lines = [
-        f"B={args.batch}, K={args.k}, {where}, best of {args.repeats} runs, ms per batch.",
+        f"B={args.batch}, K={args.k}, {where}, best of {args.repeats} runs, ms per batch. "
+        f"Regenerate: `python bench/bench_op.py --device {args.device} --repeats {args.repeats}`.",
         "`op` = DALI pipeline with multimix minus the same pipeline that only feeds the batch; "
-        f"`memcpy` = {limit} (B*K images): the physical limit. numpy / torch: the same multi-mix "
+        f"`limit` = {limit}: the memory limit, timed interleaved with the operator; its measured "
+        "bandwidth (input + output bytes per second) is given. numpy / torch: the same multi-mix "
         "(sorted Beta ratios, a permutation) vectorised; timm / torchvision: their single "
-        "mixup/cutmix called K times (float32 only).",
+        "mixup/cutmix called K times (float32 only). Caveat: the machine is shared with other "
+        "jobs, so times are noisy (best of N; op and limit interleaved in the same run).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

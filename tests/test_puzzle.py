@@ -350,7 +350,7 @@ def test_saliencymix_boxes_sit_on_the_partners_saliency_peak(scope):
 # ---------------------------------------------------------------- arguments and workers
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match=r"`solver` must be one of \['exact', 'swap'\]; got 'qpbo'"):
+    with pytest.raises(ValueError, match=r"`solver` must be one of \['exact', 'swap', 'native', 'maxflow'\]; got 'qpbo'"):
         PuzzleMix(solver="qpbo", mean=MEAN, std=STD)
     with pytest.raises(ValueError, match=r"`k` must be an integer from 1 to 64; got 0"):
         PuzzleMix(k=0, mean=MEAN, std=STD)

@@ -14,11 +14,21 @@ a submodular function of the bits and one s-t minimum cut gives the exact optimu
 the original code: either on the original's integer quantisation (``scale``: costs truncated to
 multiples of 1/scale, as ``graphcut_multi`` does with scale = 1000 * n^2, without its int32
 overflow) or on costs scaled automatically so that no sum of them can overflow int32.
+
+:func:`solve_batch` solves many energies of one grid size at once: natively (the C++ library
+``libmultimix_graphcut.so`` built next to the plugin, csrc/graphcut_*: the same bit graph as
+:func:`solve_exact`, Boykov-Kolmogorov max-flow, graphs spread over threads, no GIL held) when
+that library is present, else with PyMaxflow graph by graph. Both give the exact optimum; the
+native cut is the same canonical one (a bit is 1 iff its node still reaches the sink), so the
+labels agree too wherever rounding does not tie two cuts.
 """
 from __future__ import annotations
 
+import ctypes
+import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -156,3 +166,107 @@ def solve_swap(e: GridEnergy, max_int: int = 2 ** 26, *, scale: Optional[float] 
     with _GCO_LOCK:
         labels = gco.cut_grid_graph(*args, algorithm="swap")
     return labels.reshape(n, m)
+
+
+# ------------------------------------------------------------------ the native batched solver
+
+_NATIVE_ABI = 1
+_NATIVE_NAME = "libmultimix_graphcut.so"
+_NATIVE: dict = {}
+
+
+def native_library() -> Optional[ctypes.CDLL]:
+    """The native graph-cut library (``libmultimix_graphcut.so`` next to the plugin: in the package
+    directory or, when a source checkout shadows it, the installed distribution's; or the file
+    named by the environment variable ``DALI_MULTIMIX_GRAPHCUT_LIB``), or None when it is not
+    there. Loaded once; ctypes.CDLL releases the GIL during its calls."""
+    if "lib" not in _NATIVE:
+        path = os.environ.get("DALI_MULTIMIX_GRAPHCUT_LIB")
+        if not path:
+            try:
+                from .. import _installed_file
+                path = str(_installed_file(_NATIVE_NAME))
+            except ImportError:
+                path = str(Path(__file__).resolve().parent.parent / _NATIVE_NAME)
+        lib = None
+        try:
+            lib = ctypes.CDLL(path)
+            if lib.mm_graphcut_abi_version() != _NATIVE_ABI:
+                lib = None
+        except (OSError, AttributeError):
+            lib = None
+        if lib is not None:
+            dp, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
+            lib.mm_graphcut_solve.argtypes = [dp, dp, dp, i64, i32, i32, i32, i32, dp]
+            lib.mm_graphcut_solve.restype = ctypes.c_int
+            lib.mm_stream_read_write.argtypes = [dp, i64, dp, i64, i32]
+            lib.mm_stream_read_write.restype = ctypes.c_uint64
+        _NATIVE["lib"] = lib
+    return _NATIVE["lib"]
+
+
+def native_available() -> bool:
+    """Whether the native graph-cut library could be loaded."""
+    return native_library() is not None
+
+
+def _check_batch(unary, cost_v, cost_h) -> tuple:
+    """Validated C-contiguous float64 copies of a batch of energies (see :func:`solve_batch`)."""
+    arrays = []
+    for name, value in (("unary", unary), ("cost_v", cost_v), ("cost_h", cost_h)):
+        try:
+            value = np.ascontiguousarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"solve_batch: `{name}` must be an array of numbers; got "
+                            f"{type(value).__name__}") from None
+        arrays.append(value)
+    unary, cost_v, cost_h = arrays
+    if unary.ndim != 4 or unary.shape[1] < 1 or unary.shape[2] < 1 or unary.shape[3] < 2:
+        raise ValueError(f"solve_batch: `unary` must be (G, n, m, L) with n, m >= 1 and L >= 2; got "
+                         f"{unary.shape}")
+    g, n, m, labels = unary.shape
+    if labels > 256 or n > 4096 or m > 4096 or n * m * (labels - 1) > (1 << 24):
+        raise ValueError(f"solve_batch: `unary` (G, n, m, L) must have L <= 256, n, m <= 4096 and "
+                         f"n*m*(L-1) <= 2^24; got {unary.shape}")
+    if cost_v.shape != (g, n - 1, m) or cost_h.shape != (g, n, m - 1):
+        raise ValueError(f"solve_batch: `cost_v` must be {(g, n - 1, m)} and `cost_h` "
+                         f"{(g, n, m - 1)}; got {cost_v.shape} and {cost_h.shape}")
+    if not (np.isfinite(unary).all() and np.isfinite(cost_v).all() and np.isfinite(cost_h).all()):
+        raise ValueError("solve_batch: `unary`, `cost_v` and `cost_h` must be finite")
+    if (cost_v < 0).any() or (cost_h < 0).any():
+        raise ValueError("solve_batch: pairwise weights `cost_v`, `cost_h` must be >= 0")
+    return unary, cost_v, cost_h
+
+
+def solve_batch(unary, cost_v, cost_h, *, backend: str = "auto", threads: int = 0) -> np.ndarray:
+    """The minimum-energy labels (G, n, m) int64 of G grid energies (see :class:`GridEnergy`):
+    unary (G, n, m, L), cost_v (G, n-1, m), cost_h (G, n, m-1), finite, weights >= 0.
+
+    backend "native": the C++ library (ValueError if it is not built); "maxflow": PyMaxflow graph
+    by graph (:func:`solve_exact`, the reference); "auto": native when present, else maxflow.
+    threads: native threads (0: one per CPU)."""
+    if backend not in ("auto", "native", "maxflow"):
+        raise ValueError(f"solve_batch: `backend` must be 'auto', 'native' or 'maxflow'; got {backend!r}")
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
+        raise ValueError(f"solve_batch: `threads` must be an integer >= 0 (0: one per CPU); got "
+                         f"{threads!r}")
+    unary, cost_v, cost_h = _check_batch(unary, cost_v, cost_h)
+    g, n, m, labels = unary.shape
+    lib = native_library() if backend != "maxflow" else None
+    if backend == "native" and lib is None:
+        raise ValueError("solve_batch: backend 'native' needs libmultimix_graphcut.so (built with the "
+                         "package; or DALI_MULTIMIX_GRAPHCUT_LIB); it could not be loaded")
+    if lib is None:
+        out = [solve_exact(GridEnergy(unary[i], cost_v[i], cost_h[i])) for i in range(g)]
+        return np.stack(out).astype(np.int64) if out else np.zeros((0, n, m), np.int64)
+    out = np.empty((g, n, m), np.int32)
+    rc = lib.mm_graphcut_solve(unary.ctypes.data, cost_v.ctypes.data, cost_h.ctypes.data, g, n, m,
+                               labels, threads, out.ctypes.data)
+    if rc != 0:  # sizes were checked above
+        raise ValueError(f"solve_batch: the native solver refused sizes {unary.shape}")
+    return out.astype(np.int64)
+
+
+def solve_native(e: GridEnergy) -> np.ndarray:
+    """:func:`solve_exact` on the native library (one graph): the (n, m) labels of minimum energy."""
+    return solve_batch(e.unary[None], e.cost_v[None], e.cost_h[None], backend="native", threads=1)[0]

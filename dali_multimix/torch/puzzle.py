@@ -57,10 +57,14 @@ import torch
 import torch.nn.functional as F
 
 from .. import sampling
-from .graphcut import GridEnergy, solve_exact, solve_swap, swap_scale
+from .graphcut import GridEnergy, native_available, solve_batch, solve_exact, solve_native, \
+    solve_swap, swap_scale
 from .mixing import MAX_K
 
-SOLVERS = {"exact": solve_exact, "swap": solve_swap}
+#: "exact": the optimum, natively (graphcut.solve_batch, all graphs of a batch in one call over
+#: threads) when libmultimix_graphcut.so is built, else PyMaxflow; "native" / "maxflow": that
+#: implementation of the same optimum only; "swap": gco's alpha-beta swap (the original's solver)
+SOLVERS = {"exact": solve_exact, "swap": solve_swap, "native": solve_native, "maxflow": solve_exact}
 #: the largest transport grid (cells per side) built from t_size-pixel cells; the original's
 #: cost matrices exist for 2, 4, 8 and 16 cells per side only
 MAX_TRANSPORT_GRID = 16
@@ -214,19 +218,13 @@ def _border_penalty(a: torch.Tensor, b: torch.Tensor, k: int):
             F.avg_pool2d(right.abs().mean(1), kernel_size=(k, 1)))
 
 
-def puzzle_energies(saliency: torch.Tensor, pixels: torch.Tensor, partners: torch.Tensor,
-                    lambdas: torch.Tensor, block_num: int, *, n_labels: int = 3, beta: float = 1.2,
-                    gamma: float = 0.5, eta: float = 0.2, neigh_size: int = 4) -> list:
-    """The mask energies of every (sample, step), a list (B) of lists (K) of GridEnergy.
-
-    saliency (B, H, W); pixels (B, C, H, W) on the [0, 1] scale (un-normalised: the border term
-    is calibrated for it); partners (B,); lambdas (B, K) partner shares; block_num n divides H = W.
-    Label l of a block shows the own image with weight 1 - l/(n_labels-1). Its unary cost is the
-    saliency it hides, interpolated between the two images' normalised block saliency, plus the
-    prior eta * -log(Binomial(n_labels-1, lambda).pmf(l) + 1e-8) / n^2; the pairwise weight is beta'
-    (= beta/n/16) plus beta' * gamma times the submodular part of the border mismatch of the four
-    (own, partner) choices, whose modular part goes to the unary costs (as ``mixup_graph``, with
-    the same float32 arithmetic, so that the original's integer quantisation gives its labels)."""
+def puzzle_energy_arrays(saliency: torch.Tensor, pixels: torch.Tensor, partners: torch.Tensor,
+                         lambdas: torch.Tensor, block_num: int, *, n_labels: int = 3,
+                         beta: float = 1.2, gamma: float = 0.5, eta: float = 0.2,
+                         neigh_size: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The energies of :func:`puzzle_energies` as arrays, for the batched solver: unary
+    (B, K, n, n, n_labels), cost_v (B, n-1, n), cost_h (B, n, n-1) float64 (the pairwise weights
+    are those of every step of a sample). Same arithmetic, so the same numbers bit for bit."""
     batch, _, height, width = pixels.shape
     block = width // block_num
     neigh = neighbourhood_size(block, neigh_size)
@@ -253,18 +251,39 @@ def puzzle_energies(saliency: torch.Tensor, pixels: torch.Tensor, partners: torc
         weights.append(((t[0, 1] + t[1, 0] - t[0, 0] - t[1, 1]) / 2 + beta_n).clamp_min(0))
     w_v, w_h = (w.double().cpu().numpy() for w in weights)
     t_grid = np.linspace(0, 1, n_labels)
-    energies = []
     c_own, c_partner = cost_own.double().cpu().numpy(), cost_partner.double().cpu().numpy()
-    for i in range(batch):
-        base = np.stack([(1 - t) * c_own[i] + t * c_partner[i] for t in t_grid], -1)
-        row = []
-        for lam in lambdas[i].tolist():
-            pmf = np.array([comb(n_labels - 1, l) * lam ** l * (1 - lam) ** (n_labels - 1 - l)
-                            for l in range(n_labels)])
-            prior = eta * -np.log(pmf + 1e-8) / block_num ** 2
-            row.append(GridEnergy(base + prior, w_v[i], w_h[i]))
-        energies.append(row)
-    return energies
+    base = np.stack([(1 - t) * c_own + t * c_partner for t in t_grid], -1)  # (B, n, n, L)
+    priors = {}  # per distinct lambda, computed as the original (one small array per lambda)
+    lam_rows = lambdas.tolist()
+    prior = np.empty((batch, len(lam_rows[0]) if lam_rows else 0, n_labels))
+    for i, row in enumerate(lam_rows):
+        for j, lam in enumerate(row):
+            if lam not in priors:
+                pmf = np.array([comb(n_labels - 1, l) * lam ** l * (1 - lam) ** (n_labels - 1 - l)
+                                for l in range(n_labels)])
+                priors[lam] = eta * -np.log(pmf + 1e-8) / block_num ** 2
+            prior[i, j] = priors[lam]
+    unary = base[:, None] + prior[:, :, None, None, :]
+    return unary, w_v, w_h
+
+
+def puzzle_energies(saliency: torch.Tensor, pixels: torch.Tensor, partners: torch.Tensor,
+                    lambdas: torch.Tensor, block_num: int, *, n_labels: int = 3, beta: float = 1.2,
+                    gamma: float = 0.5, eta: float = 0.2, neigh_size: int = 4) -> list:
+    """The mask energies of every (sample, step), a list (B) of lists (K) of GridEnergy.
+
+    saliency (B, H, W); pixels (B, C, H, W) on the [0, 1] scale (un-normalised: the border term
+    is calibrated for it); partners (B,); lambdas (B, K) partner shares; block_num n divides H = W.
+    Label l of a block shows the own image with weight 1 - l/(n_labels-1). Its unary cost is the
+    saliency it hides, interpolated between the two images' normalised block saliency, plus the
+    prior eta * -log(Binomial(n_labels-1, lambda).pmf(l) + 1e-8) / n^2; the pairwise weight is beta'
+    (= beta/n/16) plus beta' * gamma times the submodular part of the border mismatch of the four
+    (own, partner) choices, whose modular part goes to the unary costs (as ``mixup_graph``, with
+    the same float32 arithmetic, so that the original's integer quantisation gives its labels)."""
+    unary, w_v, w_h = puzzle_energy_arrays(saliency, pixels, partners, lambdas, block_num,
+                                           n_labels=n_labels, beta=beta, gamma=gamma, eta=eta,
+                                           neigh_size=neigh_size)
+    return [[GridEnergy(u, w_v[i], w_h[i]) for u in unary[i]] for i in range(unary.shape[0])]
 
 
 def cost_matrix(n: int) -> torch.Tensor:
@@ -314,7 +333,9 @@ class PuzzleMix:
     normalised images with H == W. `mean` / `std` (required) are the per-channel statistics x was
     normalised with, on the 0..255 scale (those of ``fn.crop_mirror_normalize``). `lambda_scope`
     "batch" (the original: one set of K ratios for the batch) or "sample". workers > 1 runs the
-    graph cuts of a batch in that many worker processes. solver "exact" (one s-t cut, optimal) or
+    graph cuts of a batch in that many worker processes (PyMaxflow and gco; the native solver
+    runs all of them in one call on threads). solver "exact" (one s-t cut, optimal: the native
+    library when built, else PyMaxflow), "native" / "maxflow" (that implementation of it), or
     "swap" (gco's alpha-beta swap on the original's integer quantisation). Image sizes, block
     counts, neighbourhoods and transport cells: see the module docstring. Sampling
     (:meth:`sample`) is kept apart from applying (:meth:`mix`).
@@ -330,6 +351,9 @@ class PuzzleMix:
             raise ValueError(f"PuzzleMix: `k` must be an integer from 1 to {MAX_K}; got {k!r}")
         if solver not in SOLVERS:
             raise ValueError(f"PuzzleMix: `solver` must be one of {list(SOLVERS)}; got {solver!r}")
+        if solver == "native" and not native_available():
+            raise ValueError("PuzzleMix: `solver` 'native' needs libmultimix_graphcut.so (built with "
+                             "the package); it could not be loaded: use 'exact' or 'maxflow'")
         if not isinstance(n_labels, int) or n_labels < 2:
             raise ValueError(f"PuzzleMix: `n_labels` must be an integer >= 2; got {n_labels!r}")
         if not alpha > 0:
@@ -368,13 +392,22 @@ class PuzzleMix:
               lambdas: torch.Tensor, block_num: int) -> torch.Tensor:
         """(B, K, n, n) own-image weights of the blocks, one graph cut per (sample, step).
         pixels: (B, C, H, W) on the [0, 1] scale (see :meth:`pixels`)."""
-        energies = puzzle_energies(saliency, pixels, partners, lambdas, block_num,
-                                   n_labels=self.n_labels, beta=self.beta, gamma=self.gamma,
-                                   eta=self.eta, neigh_size=self.neigh_size)
+        kw = dict(n_labels=self.n_labels, beta=self.beta, gamma=self.gamma, eta=self.eta,
+                  neigh_size=self.neigh_size)
+        batch = saliency.shape[0]
+        native = self.solver == "native" or (self.solver == "exact" and native_available())
+        if native:  # every (sample, step) graph in one native call, threads without the GIL
+            unary, w_v, w_h = puzzle_energy_arrays(saliency, pixels, partners, lambdas, block_num, **kw)
+            steps = unary.shape[1]
+            labels = solve_batch(unary.reshape(batch * steps, block_num, block_num, self.n_labels),
+                                 np.repeat(w_v, steps, 0), np.repeat(w_h, steps, 0), backend="native")
+            labels = torch.from_numpy(labels).float().reshape(batch, steps, block_num, block_num)
+            return 1.0 - labels / (self.n_labels - 1)
+        energies = puzzle_energies(saliency, pixels, partners, lambdas, block_num, **kw)
         # in worker processes, not threads: gco aborted the process (heap corruption) when called
         # from a thread pool, and PyMaxflow keeps the GIL, so threads would not help anyway
         flat = [e for row in energies for e in row]
-        solve = solve_exact if self.solver == "exact" else partial(solve_swap, scale=swap_scale(block_num))
+        solve = partial(solve_swap, scale=swap_scale(block_num)) if self.solver == "swap" else solve_exact
         if self.workers > 1:
             labels = list(_solver_pool(self.workers).map(solve, flat, chunksize=max(1, len(flat) // (4 * self.workers))))
         else:

@@ -1,0 +1,123 @@
+// C ABI of the native Puzzle Mix graph cuts (loaded with ctypes by
+// dali_multimix/torch/graphcut.py; ctypes releases the GIL for the call): all graphs of a batch in
+// one call, spread over std::threads. Also a streaming-write bandwidth probe for the benchmarks'
+// limits (bench/). Built as its own small shared library (CMakeLists.txt: multimix_graphcut); it
+// needs neither DALI nor Python.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <emmintrin.h>
+#define MULTIMIX_HAVE_SSE2 1
+#endif
+
+#include "graphcut_grid.h"
+
+namespace {
+
+int Threads(int requested, int64_t work) {
+  int t = requested > 0 ? requested : static_cast<int>(std::thread::hardware_concurrency());
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(std::max(t, 1), work)));
+}
+
+template <typename F>
+void Parallel(int threads, F &&body) {
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; t++) pool.emplace_back(body, t);
+  body(0);
+  for (auto &th : pool) th.join();
+}
+
+}  // namespace
+
+extern "C" {
+
+// The version of this ABI (the Python side refuses another).
+int mm_graphcut_abi_version(void) { return 1; }
+
+// graphs grids of n x m blocks, L labels: unary (graphs, n, m, L), cost_v (graphs, n-1, m),
+// cost_h (graphs, n, m-1), C-contiguous float64, finite, weights >= 0 (the caller checks);
+// labels (graphs, n, m) int32 out. threads <= 0: one per hardware thread.
+// Returns 0, or -1 for sizes out of range (nothing written).
+int mm_graphcut_solve(const double *unary, const double *cost_v, const double *cost_h,
+                      int64_t graphs, int32_t n, int32_t m, int32_t L, int32_t threads,
+                      int32_t *labels) {
+  if (graphs < 0 || n < 1 || m < 1 || L < 2 || n > 4096 || m > 4096 || L > 256 ||
+      static_cast<int64_t>(n) * m * (L - 1) > (1 << 24))
+    return -1;
+  if (graphs == 0) return 0;
+  const int64_t su = static_cast<int64_t>(n) * m * L, sv = static_cast<int64_t>(n - 1) * m,
+                sh = static_cast<int64_t>(n) * (m - 1), sl = static_cast<int64_t>(n) * m;
+  std::atomic<int64_t> next{0};
+  Parallel(Threads(threads, graphs), [&](int) {
+    std::vector<double> linear;
+    multimix_graphcut::MaxFlow flow;
+    for (int64_t g; (g = next.fetch_add(1)) < graphs;)
+      multimix_graphcut::SolveGrid(unary + g * su, cost_v + g * sv, cost_h + g * sh, n, m, L,
+                                   labels + g * sl, linear, flow);
+  });
+  return 0;
+}
+
+// The memory limit of an operator that reads `src_bytes` and writes `dst_bytes`: every thread
+// reads its share of src (16-byte loads, folded into a checksum so nothing is elided) and writes
+// its share of dst with non-temporal (streaming) 16-byte stores. Returns the checksum.
+uint64_t mm_stream_read_write(const void *src, int64_t src_bytes, void *dst, int64_t dst_bytes,
+                              int32_t threads) {
+  const int T = Threads(threads, 1 << 16);
+  std::vector<uint64_t> sums(T, 0);
+  Parallel(T, [&](int t) {
+    auto share = [&](int64_t total, int64_t &lo, int64_t &hi) {
+      int64_t chunk = (total / T) & ~int64_t(63);
+      lo = chunk * t;
+      hi = t == T - 1 ? total : lo + chunk;
+    };
+    int64_t lo, hi;
+    share(src_bytes, lo, hi);
+    const char *s = static_cast<const char *>(src);
+    uint64_t acc = 0;
+#ifdef MULTIMIX_HAVE_SSE2
+    __m128i v = _mm_setzero_si128();
+    int64_t i = lo;
+    for (; i + 64 <= hi; i += 64) {
+      v = _mm_xor_si128(v, _mm_loadu_si128(reinterpret_cast<const __m128i *>(s + i)));
+      v = _mm_xor_si128(v, _mm_loadu_si128(reinterpret_cast<const __m128i *>(s + i + 16)));
+      v = _mm_xor_si128(v, _mm_loadu_si128(reinterpret_cast<const __m128i *>(s + i + 32)));
+      v = _mm_xor_si128(v, _mm_loadu_si128(reinterpret_cast<const __m128i *>(s + i + 48)));
+    }
+    uint64_t lanes[2];
+    std::memcpy(lanes, &v, 16);
+    acc = lanes[0] ^ lanes[1];
+    for (; i < hi; i++) acc += static_cast<unsigned char>(s[i]);
+#else
+    for (int64_t i = lo; i < hi; i++) acc += static_cast<unsigned char>(s[i]);
+#endif
+    share(dst_bytes, lo, hi);
+    char *d = static_cast<char *>(dst);
+#ifdef MULTIMIX_HAVE_SSE2
+    int64_t j = lo;
+    for (; j < hi && (reinterpret_cast<uintptr_t>(d + j) & 15); j++) d[j] = 0;
+    const __m128i fill = _mm_set1_epi64x(static_cast<long long>(acc));
+    for (; j + 64 <= hi; j += 64) {
+      _mm_stream_si128(reinterpret_cast<__m128i *>(d + j), fill);
+      _mm_stream_si128(reinterpret_cast<__m128i *>(d + j + 16), fill);
+      _mm_stream_si128(reinterpret_cast<__m128i *>(d + j + 32), fill);
+      _mm_stream_si128(reinterpret_cast<__m128i *>(d + j + 48), fill);
+    }
+    for (; j < hi; j++) d[j] = 0;
+    _mm_sfence();
+#else
+    std::memset(d + lo, static_cast<int>(acc & 0xff), static_cast<size_t>(hi - lo));
+#endif
+    sums[t] = acc;
+  });
+  uint64_t total = 0;
+  for (uint64_t s : sums) total ^= s;
+  return total;
+}
+
+}  // extern "C"

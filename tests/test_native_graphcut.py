@@ -1,0 +1,145 @@
+"""The native batched graph cuts (csrc/graphcut_*, graphcut.solve_batch): the exact optimum, as
+brute force and as the PyMaxflow path (solve_exact), for every graph of a batch; bad input is
+refused in Python before the native call; PuzzleMix wires it as "native" and "exact"."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from dali_multimix.torch.graphcut import (GridEnergy, native_available, solve_batch, solve_exact,
+                                          solve_native)
+
+pytestmark = pytest.mark.skipif(not native_available(), reason="libmultimix_graphcut.so not built")
+
+
+def random_batch(rng, graphs, n, labels, scale, m=None):
+    m = n if m is None else m
+    unary = rng.normal(size=(graphs, n, m, labels))
+    # some zero weights: those arcs are left out, as in solve_exact
+    cost_v = scale * rng.random((graphs, n - 1, m)) * (rng.random((graphs, n - 1, m)) > 0.1)
+    cost_h = scale * rng.random((graphs, n, m - 1)) * (rng.random((graphs, n, m - 1)) > 0.1)
+    return unary, cost_v, cost_h
+
+
+def energies(unary, cost_v, cost_h, labels):
+    return np.array([GridEnergy(unary[i], cost_v[i], cost_h[i]).energy(labels[i])
+                     for i in range(len(unary))])
+
+
+@pytest.mark.parametrize("n, labels", [(2, 2), (2, 3), (3, 2), (3, 3), (2, 4)])
+def test_native_equals_brute_force(n, labels):
+    rng = np.random.default_rng(100 * n + labels)
+    for scale in (0.1, 1.0, 3.0):
+        unary, cost_v, cost_h = random_batch(rng, 6, n, labels, scale)
+        got = solve_batch(unary, cost_v, cost_h, backend="native", threads=2)
+        assert got.shape == (6, n, n) and got.dtype == np.int64
+        assert got.min() >= 0 and got.max() < labels
+        for i in range(6):
+            e = GridEnergy(unary[i], cost_v[i], cost_h[i])
+            best = min(e.energy(np.array(l).reshape(n, n))
+                       for l in itertools.product(range(labels), repeat=n * n))
+            assert e.energy(got[i]) == pytest.approx(best, abs=1e-9)
+
+
+@pytest.mark.parametrize("labels", [2, 3, 4])
+@pytest.mark.parametrize("n", [4, 8, 16])
+def test_native_equals_pymaxflow(n, labels):
+    """Same energies (and, with continuous random costs, the same labels: the same canonical cut)."""
+    rng = np.random.default_rng(10 * n + labels)
+    for scale in (0.05, 1.0, 4.0):
+        unary, cost_v, cost_h = random_batch(rng, 8, n, labels, scale)
+        native = solve_batch(unary, cost_v, cost_h, backend="native")
+        reference = solve_batch(unary, cost_v, cost_h, backend="maxflow")
+        np.testing.assert_allclose(energies(unary, cost_v, cost_h, native),
+                                   energies(unary, cost_v, cost_h, reference), rtol=0, atol=1e-9)
+        np.testing.assert_array_equal(native, reference)
+
+
+def test_rectangular_grids_threads_and_single_graphs():
+    rng = np.random.default_rng(3)
+    unary, cost_v, cost_h = random_batch(rng, 20, 5, 3, 1.0, m=7)
+    one = solve_batch(unary, cost_v, cost_h, backend="native", threads=1)
+    for threads in (0, 2, 7, 64):  # 0: one per CPU; more threads than graphs is fine
+        np.testing.assert_array_equal(solve_batch(unary, cost_v, cost_h, backend="native",
+                                                  threads=threads), one)
+    np.testing.assert_array_equal(one[4], solve_exact(GridEnergy(unary[4], cost_v[4], cost_h[4])))
+    np.testing.assert_array_equal(one[4], solve_native(GridEnergy(unary[4], cost_v[4], cost_h[4])))
+    # 1 x 1 and 1 x m grids (no vertical edges), and an empty batch
+    u1 = rng.normal(size=(3, 1, 1, 4))
+    np.testing.assert_array_equal(solve_batch(u1, np.zeros((3, 0, 1)), np.zeros((3, 1, 0)))[:, 0, 0],
+                                  u1[:, 0, 0].argmin(1))
+    row = rng.normal(size=(2, 1, 6, 3))
+    ch = rng.random((2, 1, 5))
+    got = solve_batch(row, np.zeros((2, 0, 6)), ch)
+    ref = solve_batch(row, np.zeros((2, 0, 6)), ch, backend="maxflow")
+    np.testing.assert_array_equal(got, ref)
+    assert solve_batch(np.zeros((0, 4, 4, 3)), np.zeros((0, 3, 4)), np.zeros((0, 4, 3))).shape == (0, 4, 4)
+
+
+def test_strong_and_no_smoothness():
+    rng = np.random.default_rng(1)
+    unary = rng.normal(size=(2, 6, 6, 3))
+    free = solve_batch(unary, np.zeros((2, 5, 6)), np.zeros((2, 6, 5)), backend="native")
+    np.testing.assert_array_equal(free, unary.argmin(-1))
+    stiff = solve_batch(unary, np.full((2, 5, 6), 1e4), np.full((2, 6, 5), 1e4), backend="native")
+    assert all(len(np.unique(s)) == 1 for s in stiff)
+
+
+def test_bad_input_is_refused_before_the_native_call():
+    u, v, h = np.zeros((2, 3, 3, 3)), np.zeros((2, 2, 3)), np.zeros((2, 3, 2))
+    with pytest.raises(ValueError, match=r"`unary` must be \(G, n, m, L\) with n, m >= 1 and L >= 2; got \(3, 3, 3\)"):
+        solve_batch(u[0], v, h)
+    with pytest.raises(ValueError, match=r"L >= 2; got \(2, 3, 3, 1\)"):
+        solve_batch(u[..., :1], v, h)
+    with pytest.raises(ValueError, match=r"`cost_v` must be \(2, 2, 3\) and `cost_h` \(2, 3, 2\); got \(2, 3, 3\)"):
+        solve_batch(u, np.zeros((2, 3, 3)), h)
+    with pytest.raises(ValueError, match=r"must be finite"):
+        solve_batch(np.full_like(u, np.nan), v, h)
+    with pytest.raises(ValueError, match=r"must be finite"):
+        solve_batch(u, v, np.full_like(h, np.inf))
+    with pytest.raises(ValueError, match=r"weights `cost_v`, `cost_h` must be >= 0"):
+        solve_batch(u, -np.ones_like(v), h)
+    with pytest.raises(ValueError, match=r"L <= 256"):
+        solve_batch(np.zeros((1, 1, 1, 300)), np.zeros((1, 0, 1)), np.zeros((1, 1, 0)))
+    with pytest.raises(TypeError, match=r"`cost_h` must be an array of numbers; got str"):
+        solve_batch(u, v, "abc")
+    with pytest.raises(ValueError, match=r"`backend` must be 'auto', 'native' or 'maxflow'; got 'gpu'"):
+        solve_batch(u, v, h, backend="gpu")
+    with pytest.raises(ValueError, match=r"`threads` must be an integer >= 0"):
+        solve_batch(u, v, h, threads=-1)
+    # non-contiguous and float32 input is copied, not misread
+    big = np.random.default_rng(0).normal(size=(2, 3, 3, 6))
+    np.testing.assert_array_equal(solve_batch(big[..., ::2], v + 0.5, h + 0.5),
+                                  solve_batch(np.ascontiguousarray(big[..., ::2]), v + 0.5, h + 0.5,
+                                              backend="maxflow"))
+    np.testing.assert_array_equal(solve_batch(big[..., :3].astype(np.float32), v, h),
+                                  big[..., :3].astype(np.float32).argmin(-1))
+
+
+def test_puzzlemix_native_exact_and_maxflow_masks_agree():
+    from dali_multimix.torch.puzzle import PuzzleMix, puzzle_energies
+
+    mean, std = [129.3, 124.1, 112.4], [68.2, 65.4, 70.4]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, 32, 32, generator=g)
+    saliency = torch.rand(6, 32, 32, generator=g)
+    partners = torch.randperm(6, generator=g)
+    lam = torch.sort(torch.rand(6, 3, generator=g), 1).values
+    masks = {}
+    for solver in ("exact", "native", "maxflow"):
+        pm = PuzzleMix(3, solver=solver, mean=mean, std=std)
+        for block_num in (4, 16):
+            masks[solver, block_num] = pm.masks(saliency, pm.pixels(x), partners, lam, block_num)
+    for block_num in (4, 16):
+        assert torch.equal(masks["native", block_num], masks["maxflow", block_num])
+        assert torch.equal(masks["exact", block_num], masks["native", block_num])
+    # the energies given to the native solver are those of puzzle_energies, so its masks are optimal
+    pm = PuzzleMix(3, solver="native", mean=mean, std=std)
+    rows = puzzle_energies(saliency, pm.pixels(x), partners, lam, 16)
+    labels = (2 * (1 - masks["native", 16])).round().long().numpy()
+    for i, row in enumerate(rows):
+        for k, e in enumerate(row):
+            assert e.energy(labels[i, k]) == pytest.approx(e.energy(solve_exact(e)), abs=1e-12)
