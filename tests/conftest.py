@@ -3,23 +3,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from nvidia.dali import fn, pipeline_def
 
-import dali_multimix
-
-
-def cuda_available() -> bool:
-    try:
-        import cupy
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # no driver, no cupy, no device
-        return False
+from gpu.gpu_detect import gpu_present  # tests/gpu: DALI-free; DALI is imported where a test needs it
 
 
 def pytest_collection_modifyitems(config, items):
-    if cuda_available():
+    """Tests marked `gpu` skip with "no GPU" where there is none. Where one is (seen without cupy),
+    they run: a broken cupy, torch or DALI there is a failure, not a skip."""
+    present, why = gpu_present()
+    if present:
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    skip = pytest.mark.skip(reason=why)
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
@@ -89,6 +83,10 @@ def run_multimix(images, labels, *, device="cpu", layout="HWC", num_threads=2, s
     `arg_inputs` maps argument names (lambdas, partners, centers, fmix_scores) to per-sample arrays
     fed through external_source, as a user would from a data source.
     """
+    from nvidia.dali import fn, pipeline_def
+
+    import dali_multimix
+
     arg_inputs = arg_inputs or {}
     batch = len(images)
 
