@@ -10,7 +10,6 @@ log-mel bands instead.
 """
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 from functools import partial
 from typing import Callable, Optional, Union
@@ -21,7 +20,7 @@ from nvidia.dali.pipeline import Pipeline
 
 import dali_multimix
 
-from .folders import FileList, list_class_folder
+from .folders import DaliVerifier, FileList, list_class_folder
 from .sharding import check_shard
 
 SAMPLE_RATE = 16000
@@ -41,16 +40,23 @@ def feature_shape(features: str = "stft", n_mels: int = 40) -> tuple:
     return (1, STFT_WINDOW // 2 + 1 if features == "stft" else n_mels, FRAMES)
 
 
+def decode_audio(encoded):
+    """The pipeline's audio decoder: any format fn.decoders.audio reads (PCM, float and
+    WAVE_FORMAT_EXTENSIBLE WAV, FLAC, OGG), downmixed to mono float at SAMPLE_RATE."""
+    audio, _ = fn.decoders.audio(encoded, dtype=types.FLOAT, downmix=True, sample_rate=SAMPLE_RATE)
+    return audio
+
+
+_verify_audio = None
+
+
 def verify_wav(path: str) -> Optional[str]:
-    """None if `path` is a readable PCM WAV with at least one frame, else why not."""
-    try:
-        with wave.open(path, "rb") as w:
-            if w.getnframes() == 0:
-                return "no audio frames"
-            w.readframes(w.getnframes())
-    except (wave.Error, EOFError, OSError) as e:
-        return f"{type(e).__name__}: {e}"
-    return None
+    """None if `path` decodes (with at least one sample) by decode_audio, the decoder the
+    pipeline uses (folders.DaliVerifier), else DALI's reason."""
+    global _verify_audio
+    if _verify_audio is None:
+        _verify_audio = DaliVerifier(decode_audio)
+    return _verify_audio(path)
 
 
 def list_audio_folder(root: Union[str, Path], *, verify: bool = True,
@@ -91,8 +97,7 @@ def speech_train_pipeline(file_list: FileList, *, batch_size: int, k: int = 5, a
                                           shard_id=shard_id, num_shards=num_shards,
                                           pad_last_batch=True, shuffle_after_epoch=training,
                                           seed=seed, name="Reader")
-        audio, _ = fn.decoders.audio(encoded, dtype=types.FLOAT, downmix=True,
-                                     sample_rate=SAMPLE_RATE)
+        audio = decode_audio(encoded)
         if features == "stft":  # gcommand_loader.py spect_loader, on the whole clip
             # librosa.stft(n_fft=320, hop_length=160, win_length=320, window='hamming'), centred
             # (reflect-padded) windows; magphase -> |STFT| (power 1); np.log1p

@@ -57,6 +57,7 @@ def test_images_must_be_a_data_node():
 def test_operator_rejects_a_bad_lambda_scope():
     """fn.multimix called directly (past the wrapper's check): the operator names the argument,
     what it expects and what it got, and the pipeline fails to build with a ValueError."""
+    dali_multimix.load_plugin()  # fn.multimix exists once the plugin is loaded
     @pipeline_def(batch_size=2, num_threads=1, device_id=None)
     def pipe():
         x = fn.external_source(name="x", layout="HWC")
@@ -184,3 +185,23 @@ def test_pipeline_survives_an_error():
     run_error(IMAGES.astype(np.int16))
     [(mixed, _, _, _)] = run_multimix(IMAGES, LABELS, k=2)
     assert mixed.shape == (3, 2, 8, 8, 3)
+
+
+# No value silently converted on its way into the operator (int32 / float32 / int64 storage):
+# each is an error naming the argument and the value passed.
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(partners=2**31), ValueError, r"`partners` is stored as int32: .* at most 2147483647; got 2147483648"),
+    (dict(partners=2**32 + 1), ValueError, r"`partners` is stored as int32: .* got 4294967297"),
+    (dict(mode="cutmix", centers=[2**31, 0]), ValueError,
+     r"`centers` is stored as int32: .* got \[2147483648, 0\]"),
+    (dict(alpha=1e39), ValueError, r"`alpha` is stored as float32, which 1e\+39 overflows"),
+    (dict(alpha=1e-45), ValueError, r"`alpha` is stored as float32, which 1e-45 underflows"),
+    (dict(k=2, lambdas=[1e-50, 0.5]), ValueError, r"`lambdas` is stored as float32, which 1e-50 underflows"),
+    (dict(k=2, lambdas=["0.1", 0.5]), TypeError, r"`lambdas` must be a number; got '0.1' \(str\)"),
+    (dict(k=2, lambdas=[True, True]), TypeError, r"`lambdas` must be a number; got True"),
+    (dict(k=2, lambdas="ab"), TypeError, r"`lambdas` must be a DataNode or a sequence of 2 floats; got str"),
+    (dict(seed=2**64), ValueError, r"`seed` is stored as int64: .* got 18446744073709551616"),
+])
+def test_values_beyond_the_operators_types_are_named(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        build_graph(**kwargs)
