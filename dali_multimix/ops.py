@@ -12,8 +12,12 @@ import math
 import numbers
 from typing import NamedTuple, Sequence, Union
 
-from nvidia.dali import fn
-from nvidia.dali.data_node import DataNode
+from . import has_cuda, load_plugin
+
+PLUGIN_PATH = load_plugin()  # ImportError that says how to fix a missing DALI or plugin
+
+from nvidia.dali import fn  # noqa: E402
+from nvidia.dali.data_node import DataNode  # noqa: E402
 
 MODES = ("mixup", "cutmix", "fmix")
 LAMBDA_SAMPLINGS = ("sorted", "stratified")
@@ -36,8 +40,29 @@ class MultimixOutputs(NamedTuple):
     partners: DataNode
 
 
+INT32_MAX = 2**31 - 1
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _float32(name: str, value: object) -> float:
+    """`value` as the float32 the operator stores, or a ValueError naming `name` and the value
+    passed where it is not a real number or would overflow or underflow float32."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"multimix: `{name}` must be a number; got {value!r} "
+                        f"({type(value).__name__})")
+    number = float(value)
+    if math.isfinite(number) and abs(number) > FLOAT32_MAX:
+        raise ValueError(f"multimix: `{name}` is stored as float32, which {value!r} overflows "
+                         f"(largest {FLOAT32_MAX:.7g})")
+    if number != 0 and abs(number) < FLOAT32_TINY:
+        raise ValueError(f"multimix: `{name}` is stored as float32, which {value!r} underflows "
+                         f"(smallest normal {FLOAT32_TINY:.7g}); pass 0 or a larger value")
+    return number
 
 
 def _check_node(name: str, value: object) -> DataNode:
@@ -57,11 +82,10 @@ def _check_arg_node(name: str, value: DataNode) -> DataNode:
 def _check_lambdas(lambdas: Union[DataNode, Sequence[float]], k: int):
     if isinstance(lambdas, DataNode):
         return _check_arg_node("lambdas", lambdas)
-    try:
-        values = [float(v) for v in lambdas]
-    except TypeError:
+    if isinstance(lambdas, (str, bytes)) or not hasattr(lambdas, "__iter__"):
         raise TypeError(f"multimix: `lambdas` must be a DataNode or a sequence of {k} floats; "
-                        f"got {type(lambdas).__name__}") from None
+                        f"got {type(lambdas).__name__}")
+    values = [_float32("lambdas", v) for v in lambdas]
     if len(values) != k:
         raise ValueError(f"multimix: `lambdas` must hold k={k} values; got {len(values)}")
     for i, v in enumerate(values):
@@ -80,6 +104,9 @@ def _check_centers(centers: Union[DataNode, Sequence[int]]):
     if values is None or len(values) != 2 or not all(_is_int(v) and v >= 0 for v in values):
         raise ValueError(f"multimix: `centers` must be a DataNode or (y, x), two integers >= 0; "
                          f"got {centers!r}")
+    if any(v > INT32_MAX for v in values):
+        raise ValueError(f"multimix: `centers` is stored as int32: each value must be at most "
+                         f"{INT32_MAX}; got {centers!r}")
     return [int(v) for v in values]
 
 
@@ -152,6 +179,7 @@ def multimix(
         math.isfinite(alpha) and alpha > 0
     ):
         raise ValueError(f"multimix: `alpha` must be a finite number > 0; got {alpha!r}")
+    _float32("alpha", alpha)
     if mode not in MODES:
         raise ValueError(f"multimix: `mode` must be one of {MODES}; got {mode!r}")
     if lambda_sampling not in LAMBDA_SAMPLINGS:
@@ -163,6 +191,14 @@ def multimix(
     if images.device not in ("cpu", "gpu"):
         raise ValueError(f"multimix: `images` must be a CPU or GPU DataNode; got a "
                          f"{images.device} DataNode")
+    if images.device == "gpu" and not has_cuda():
+        raise ValueError(
+            "multimix: `images` is a GPU DataNode but this dali_multimix plugin was built without "
+            "its CUDA backend (CMake found no CUDA compiler). Rebuild with CUDA: install the CUDA "
+            "toolkit (nvcc, e.g. /usr/local/cuda) matching your DALI, then `CUDACXX=/usr/local/"
+            "cuda/bin/nvcc pip install --no-build-isolation --no-deps --force-reinstall .` in the "
+            "checkout (or `make setup`); dali_multimix.has_cuda() tells which build you have. "
+            "Or keep the pipeline on the CPU (device='cpu').")
     if images.device == "gpu" and labels.device == "cpu":
         labels = labels.gpu()
     elif images.device == "cpu" and labels.device != "cpu":
@@ -176,8 +212,11 @@ def multimix(
     if partners is not None:
         if isinstance(partners, DataNode):
             kwargs["partners"] = _check_arg_node("partners", partners)
-        elif _is_int(partners) and partners >= 0:
+        elif _is_int(partners) and 0 <= partners <= INT32_MAX:
             kwargs["partners"] = int(partners)
+        elif _is_int(partners) and partners > INT32_MAX:
+            raise ValueError(f"multimix: `partners` is stored as int32: an index must be at most "
+                             f"{INT32_MAX}; got {partners!r}")
         else:
             raise ValueError(f"multimix: `partners` must be a DataNode or an index >= 0; "
                              f"got {partners!r}")
@@ -196,20 +235,32 @@ def multimix(
     if seed is not None:
         if not _is_int(seed) or seed < 0:
             raise ValueError(f"multimix: `seed` must be an integer >= 0 or None; got {seed!r}")
+        if seed > 2**63 - 1:
+            raise ValueError(f"multimix: `seed` is stored as int64: it must be at most 2**63 - 1; "
+                             f"got {seed!r}")
         kwargs["seed"] = int(seed)
 
     outputs = fn.multimix(images, labels, device=images.device, **kwargs)
     return MultimixOutputs(*outputs)
 
 
-def add_multimix(images: DataNode, labels: DataNode, **kwargs) -> tuple:
+def add_multimix(images: DataNode, labels: DataNode, *, enabled: bool = True, **kwargs) -> tuple:
     """The one line that adds multi-mix to an existing pipeline: replace ``return images, labels``
-    by ``return add_multimix(images, labels, k=5)``. Returns (mixed images, labels,
-    partner_labels, weights), the order ``dali_multimix.torch.MultimixIterator`` reads
-    (output_map ["images", "labels", "partner_labels", "weights"]). Keyword arguments are those of
-    :func:`multimix`, e.g. ``lambda_scope="batch"`` (the default: one set of K ratios per batch,
-    the paper's Eq. 7-9) or ``"sample"``; shapes as :class:`MultimixOutputs`.
+    by ``return add_multimix(images, labels, k=5, enabled=is_training)``.
+
+    With ``enabled=True`` returns (mixed images (K, *shape) per sample, labels, partner_labels,
+    weights (K,) per sample), the order ``dali_multimix.torch.MultimixClassificationIterator`` and
+    ``MultimixIterator`` read (output_map ["data", "label", "partner_label", "weight"], or
+    ["images", "labels", "partner_labels", "weights"]); with ``enabled=False`` (validation)
+    returns exactly ``(images, labels)``, untouched. Keyword arguments are those of
+    :func:`multimix` (Shen et al., multi-mix, Eq. 7-9), e.g. ``lambda_scope="batch"`` (the
+    default: one set of K ratios per batch) or ``"sample"``; shapes as :class:`MultimixOutputs`.
     """
+    if not isinstance(enabled, bool):
+        raise TypeError(f"add_multimix: `enabled` must be a bool (e.g. is_training); "
+                        f"got {type(enabled).__name__}")
+    if not enabled:
+        return images, labels
     out = multimix(images, labels, **kwargs)
     if out.partner_labels.device != labels.device:
         labels = labels.gpu()

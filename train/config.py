@@ -3,6 +3,7 @@ on top; the resolved config is saved next to the results."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -54,6 +55,9 @@ class TrainConfig:
     milestones: list = field(default_factory=lambda: [100, 200])
     gamma: float = 0.1
     amp: bool = True                   # mixed precision when on a GPU
+    amp_dtype: str = "float16"         # float16 (GPU only, with a GradScaler) | bfloat16 (no scaler; with amp, also autocasts on the CPU)
+    channels_last: bool = False        # model and 4-D inputs in channels-last memory format (tensor-core convolutions)
+    non_blocking: bool = True          # asynchronous host-to-device copies of the batches (CUDA only; no effect on the CPU)
     # evaluation
     ece_bins: int = 10
     noise_std: float = 0.5             # Gaussian-noise corruption of the test inputs (normalised scale)
@@ -62,8 +66,12 @@ class TrainConfig:
     device: str = "auto"               # auto | cpu | cuda
     num_threads: int = 2
     out_dir: str = "outputs/train"
-    resume: bool = False
+    resume: bool = False               # continue out_dir's checkpoint (an error where there is none); only epochs, progress and out_dir may differ from the saved run
+    resume_if_exists: bool = False     # resume where out_dir holds a checkpoint, else start afresh (for jobs that are restarted)
+    overwrite: bool = False            # without resume: replace the results already in out_dir (refused otherwise)
     progress: bool = True
+    log_every: int = 50                # steps between host reads of the running loss / accuracy (progress bar); epoch totals are read once at its end
+    sync_every_step: bool = False      # benchmark only: the old per-step host reads (loss.item(), every gradient norm)
 
 
 def _field_types() -> dict:
@@ -74,6 +82,7 @@ def _field_types() -> dict:
 def _coerce(name: str, value, kind):
     """Converts a YAML or command-line value to the field's type, naming the key on error."""
     origin = typing.get_origin(kind) or kind
+    finite = ""
     try:
         if origin is bool:
             if isinstance(value, str):
@@ -105,10 +114,14 @@ def _coerce(name: str, value, kind):
         if origin is float:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                finite = "a finite "
+                raise ValueError
+            return number
         return str(value)
     except (ValueError, TypeError, yaml.YAMLError):
-        raise ValueError(f"config key {name!r}: expected {getattr(origin, '__name__', origin)}; "
+            raise ValueError(f"config key {name!r}: expected {finite}{getattr(origin, '__name__', origin)}; "
                          f"got {value!r}") from None
 
 
@@ -117,10 +130,7 @@ def load_config(path: Optional[str] = None, overrides: tuple = ()) -> TrainConfi
     types = _field_types()
     values = {}
     if path:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"config {path}: expected a mapping of keys to values")
-        values.update(data)
+        values.update(read_yaml(path))
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r}: expected key=value")
@@ -131,10 +141,50 @@ def load_config(path: Optional[str] = None, overrides: tuple = ()) -> TrainConfi
             close = [k for k in types if k.startswith(key[:3])]
             raise ValueError(f"unknown config key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     cfg = TrainConfig(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
-    cfg.lr_points = _pairs("lr_points", cfg.lr_points, float, float)
-    cfg.image_size_stages = _pairs("image_size_stages", cfg.image_size_stages, int, int)
-    cfg.alpha_by_method = {str(m): _number("alpha_by_method", a) for m, a in cfg.alpha_by_method.items()}
-    cfg.mean, cfg.std = [_number("mean", v) for v in cfg.mean], [_number("std", v) for v in cfg.std]
+    return checked(cfg)
+
+
+def read_yaml(path) -> dict:
+    """The mapping in YAML file `path`; a ValueError naming the file (and line) otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config {path}: " + ("is a folder; expected a YAML file" if path.is_dir()
+                                               else "no such file"))
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"config {path}:{where} is not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"config {path} cannot be read ({e})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config {path}: expected a mapping of keys to values; got a "
+                         f"{type(data).__name__}")
+    return data
+
+
+def checked(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with its lists and mappings typed (pairs as [epoch, value], milestones as integers,
+    layer names as strings), validated (:func:`validate`); ValueError/TypeError naming the key.
+    What the command line and the Python API (train.loop.train) both go through."""
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"expected a TrainConfig; got {type(cfg).__name__}")
+    for f in fields(TrainConfig):  # containers first: the element checks below iterate them
+        kind = typing.get_origin(_field_types()[f.name]) or _field_types()[f.name]
+        if kind in (list, dict) and not isinstance(getattr(cfg, f.name), (list, tuple) if kind is list else dict):
+            raise TypeError(f"config key {f.name!r}: expected a {kind.__name__}; got "
+                            f"{getattr(cfg, f.name)!r}")
+    cfg = dataclasses.replace(
+        cfg,
+        lr_points=_pairs("lr_points", cfg.lr_points, float, float),
+        image_size_stages=_pairs("image_size_stages", cfg.image_size_stages, int, int),
+        alpha_by_method={str(m): _number("alpha_by_method", a) for m, a in cfg.alpha_by_method.items()},
+        mean=[_number("mean", v) for v in cfg.mean], std=[_number("std", v) for v in cfg.std],
+        milestones=[_integer("milestones", v) for v in cfg.milestones],
+        manifold_layers=[_string("manifold_layers", v) for v in cfg.manifold_layers])
     validate(cfg)
     return cfg
 
@@ -143,9 +193,25 @@ def _number(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"config key {name!r}: expected numbers; got {value!r}")
     try:
-        return float(value)
-    except ValueError:
+        number = float(value)
+    except (ValueError, OverflowError):
         raise ValueError(f"config key {name!r}: expected numbers; got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"config key {name!r}: expected finite numbers; got {value!r}")
+    return number
+
+
+def _integer(name: str, value) -> int:
+    number = _number(name, value)
+    if not number.is_integer():
+        raise ValueError(f"config key {name!r}: expected integers; got {value!r}")
+    return int(number)
+
+
+def _string(name: str, value) -> str:
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise ValueError(f"config key {name!r}: expected names (strings); got {value!r}")
+    return "" if value is None else str(value)
 
 
 def _pairs(name: str, value: list, first, second) -> list:
@@ -182,60 +248,123 @@ CHOICES = {
     "image_crop": ("random_resized", "pad"),
     "device": ("auto", "cpu", "cuda"),
     "puzzle_solver": ("exact", "swap"),
+    "amp_dtype": ("float16", "bfloat16"),
 }
 
 
+# (low, high) of every numeric key, both inclusive (None: unbounded); floats must also be finite
+RANGES = {
+    "train_subset": (0, None), "test_subset": (0, None), "pad": (0, 4096), "image_size": (1, 65536),
+    "k": (1, 64), "alpha": (0, None), "copy_rotation": (0, 180), "label_smoothing": (0, 1),
+    "label_noise": (0, 1), "cutout": (0, 65536), "clean_lam": (0, None), "epochs": (1, 10**6),
+    "batch_size": (1, 2**24), "lr": (0, None), "momentum": (0, 1), "weight_decay": (0, None),
+    "gamma": (0, None), "ece_bins": (1, 10**6), "noise_std": (0, None), "seed": (0, 2**32 - 1),
+    "num_threads": (1, 1024), "log_every": (1, 10**9),
+}
+EXCLUSIVE_LOW = ("alpha", "lr", "gamma")  # must be > low
+EXCLUSIVE_HIGH = ("label_smoothing", "label_noise", "momentum")  # must be < high
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    for name, kind in _field_types().items():
+        value, origin = getattr(cfg, name), typing.get_origin(kind) or kind
+        ok = {bool: lambda v: isinstance(v, bool),
+              int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+              float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+              str: lambda v: isinstance(v, str), list: lambda v: isinstance(v, list),
+              dict: lambda v: isinstance(v, dict)}[origin](value)
+        if not ok:
+            raise TypeError(f"config key {name!r}: expected {origin.__name__}; got {value!r}")
+        if origin is float and not math.isfinite(value):
+            raise ValueError(f"config key {name!r}: expected a finite number; got {value!r}")
+
+
+def _check_ranges(cfg: TrainConfig) -> None:
+    for name, (low, high) in RANGES.items():
+        value = getattr(cfg, name)
+        below = value <= low if name in EXCLUSIVE_LOW else value < low
+        above = high is not None and (value >= high if name in EXCLUSIVE_HIGH else value > high)
+        if below or above:
+            lo = f"> {low}" if name in EXCLUSIVE_LOW else f">= {low}"
+            hi = "" if high is None else f" and {'<' if name in EXCLUSIVE_HIGH else '<='} {high}"
+            kind = "an integer" if isinstance(value, int) else "a number"
+            raise ValueError(f"config key {name!r}: expected {kind} {lo}{hi}; got {value}")
+
+
 def validate(cfg: TrainConfig) -> None:
+    """Every key of `cfg` of its type, finite, in its range and consistent with the others;
+    TypeError/ValueError naming the key, what was expected and what arrived."""
     from .methods import METHODS, SINGLE_MIXES
     from .models import MODELS
 
+    _check_types(cfg)
     choices = dict(CHOICES, method=tuple(METHODS), model=tuple(MODELS), mix_method=tuple(SINGLE_MIXES))
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:
             raise ValueError(f"config key {key!r}: expected one of {list(allowed)}; got "
                              f"{getattr(cfg, key)!r}")
-    positive = ("k", "epochs", "batch_size", "ece_bins", "num_threads")
-    for key in positive:
-        if getattr(cfg, key) < 1:
-            raise ValueError(f"config key {key!r}: expected an integer >= 1; got {getattr(cfg, key)}")
-    if not cfg.k <= 64:
-        raise ValueError(f"config key 'k': expected at most 64; got {cfg.k}")
-    if not cfg.alpha > 0:
-        raise ValueError(f"config key 'alpha': expected > 0; got {cfg.alpha}")
-    if not 0 <= cfg.label_noise < 1:
-        raise ValueError(f"config key 'label_noise': expected a fraction in [0, 1); got {cfg.label_noise}")
-    if cfg.lr <= 0:
-        raise ValueError(f"config key 'lr': expected > 0; got {cfg.lr}")
+    _check_ranges(cfg)
+    if not cfg.out_dir.strip():
+        raise ValueError("config key 'out_dir': expected a folder; got ''")
     for name, alpha in cfg.alpha_by_method.items():
         if name not in METHODS:
             raise ValueError(f"config key 'alpha_by_method': {name!r} is not a method (one of "
                              f"{list(METHODS)})")
-        if not alpha > 0:
-            raise ValueError(f"config key 'alpha_by_method': alpha of {name!r} must be > 0; got {alpha}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (math.isfinite(alpha) and alpha > 0):
+            raise ValueError(f"config key 'alpha_by_method': alpha of {name!r} must be a finite number "
+                             f"> 0; got {alpha!r}")
     if METHODS[cfg.method].batch_lambda and cfg.lambda_scope != "batch":
         raise ValueError(f"config key 'lambda_scope': method {cfg.method!r} draws one ratio for the "
                          f"whole batch by definition; got {cfg.lambda_scope!r}")
-    if not 0 <= cfg.label_smoothing < 1:
-        raise ValueError(f"config key 'label_smoothing': expected a fraction in [0, 1); got "
-                         f"{cfg.label_smoothing}")
-    if cfg.copy_rotation < 0:
-        raise ValueError(f"config key 'copy_rotation': expected degrees >= 0; got {cfg.copy_rotation}")
+    if any(isinstance(m, bool) or not isinstance(m, int) or m < 0 for m in cfg.milestones):
+        raise ValueError(f"config key 'milestones': expected integers >= 0; got {cfg.milestones}")
+    if cfg.schedule == "step" and (not cfg.milestones or cfg.milestones[0] < 1):
+        raise ValueError(f"config key 'milestones': schedule 'step' needs milestones[0] >= 1 (the step "
+                         f"length in epochs); got {cfg.milestones}")
     if cfg.schedule == "piecewise" and not cfg.lr_points:
         raise ValueError("config key 'lr_points': schedule 'piecewise' needs [[epoch, lr], ...]")
-    if any(lr < 0 for _, lr in cfg.lr_points):
-        raise ValueError(f"config key 'lr_points': learning rates must be >= 0; got {cfg.lr_points}")
+    if any(lr < 0 or epoch < 0 for epoch, lr in cfg.lr_points):
+        raise ValueError(f"config key 'lr_points': epochs and learning rates must be >= 0; got "
+                         f"{cfg.lr_points}")
     if any(size < 1 or epoch < 0 for epoch, size in cfg.image_size_stages):
         raise ValueError(f"config key 'image_size_stages': expected [[epoch >= 0, size >= 1], ...]; "
                          f"got {cfg.image_size_stages}")
+    if any(not isinstance(v, str) for v in cfg.manifold_layers):
+        raise ValueError(f"config key 'manifold_layers': expected layer names; got {cfg.manifold_layers}")
     if len(cfg.mean) != len(cfg.std) or len(cfg.mean) not in (0, 1, 3):
         raise ValueError(f"config key 'mean'/'std': expected both empty or both of 1 or 3 values; got "
                          f"{cfg.mean} and {cfg.std}")
+    if any(not math.isfinite(float(v)) for v in cfg.mean + cfg.std):
+        raise ValueError(f"config key 'mean'/'std': expected finite numbers; got {cfg.mean} and {cfg.std}")
     if any(float(s) <= 0 for s in cfg.std):
         raise ValueError(f"config key 'std': expected values > 0; got {cfg.std}")
 
 
+# Keys a resumed run may change: how long it runs and how it reports, nothing that changes what
+# the finished epochs computed. (num_threads is not among them: torch's CPU reductions and Puzzle
+# Mix's workers follow it, so the continued run would not be bit-identical to the saved one.)
+RESUMABLE_CHANGES = ("epochs", "progress", "out_dir", "log_every", "non_blocking", "resume",
+                     "resume_if_exists", "overwrite")
+
+
+def config_differences(saved: dict, cfg: TrainConfig) -> list:
+    """[(key, saved value, value now)] of every key that differs between a checkpoint's config and
+    `cfg`, except RESUMABLE_CHANGES. A key the saved config lacks (added to the harness since) is
+    no difference where `cfg` holds its default; a key unknown now is."""
+    now = dataclasses.asdict(cfg)
+    defaults = dataclasses.asdict(TrainConfig())
+    keys = [k for k in dict.fromkeys(list(saved) + list(now)) if k not in RESUMABLE_CHANGES]
+    missing = "<absent>"
+    return [(k, saved.get(k, missing), now.get(k, missing)) for k in keys
+            if saved.get(k, missing) != now.get(k, missing)
+            and not (k not in saved and k in defaults and now[k] == defaults[k])]
+
+
 def save_config(cfg: TrainConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    """Writes the resolved config as YAML, atomically."""
+    from .checkpoint import write_atomic
+
+    write_atomic(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False).encode(), Path(path))
 
 
 def help_text() -> str:
@@ -243,9 +372,20 @@ def help_text() -> str:
     import inspect
     import re
 
+    from .methods import METHODS, SINGLE_MIXES
+    from .models import MODELS
+
     comments = dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.*)$", inspect.getsource(TrainConfig), re.M))
+    choices = dict(CHOICES, method=tuple(METHODS), model=tuple(MODELS), mix_method=tuple(SINGLE_MIXES))
     lines = []
     for f in fields(TrainConfig):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        lines.append(f"  {f.name:16s} {default!r:24s} {comments.get(f.name, '')}".rstrip())
+        text = comments.get(f.name, "")
+        if f.name in choices:
+            text += f" [choices: {', '.join(choices[f.name])}]"
+        if f.name in RANGES:
+            low, high = RANGES[f.name]
+            text += f" [range: {'>' if f.name in EXCLUSIVE_LOW else '>='} {low}" + (
+                "" if high is None else f", {'<' if f.name in EXCLUSIVE_HIGH else '<='} {high}") + "]"
+        lines.append(f"  {f.name:16s} {default!r:24s} {text.strip()}".rstrip())
     return "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 import time
@@ -16,15 +17,17 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dali_multimix.torch import ManifoldMultiMix, mixed_cross_entropy
+from dali_multimix.torch.comixup import CoMixup
 from dali_multimix.torch.puzzle import PuzzleMix, SaliencyMix
 
 from . import checkpoint
-from .config import TrainConfig, resolved, save_config
+from .config import TrainConfig, checked, resolved, save_config
 from .data import eval_loader, load_data, steps_per_epoch, train_loader
 from .methods import batch_size as method_batch_size, interpolations, label_smoothing, resolve_method
 from .metrics import expected_calibration_error, plot_curves, reliability_diagram, summarise
 from .models import build_model
 from .schedule import learning_rate
+from .step_stats import StepStats, mixed_accuracy, squared_grad_norm
 
 
 def make_optimizer(cfg: TrainConfig, model: torch.nn.Module):
@@ -45,7 +48,9 @@ def distributed() -> tuple[int, int]:
 
 @torch.no_grad()
 def evaluate(model, loader, device, cfg: TrainConfig, epoch: int):
-    """Top-1 error, ECE and error under Gaussian noise on an evaluation set."""
+    """Top-1 error, ECE and ``noisy_test_error``: the error on whole images plus Gaussian noise
+    of std cfg.noise_std in normalised units (the harness's own corruption check; not the paper's
+    background corruption of Table V, which ``python -m train.evaluate background`` measures)."""
     model.eval()
     noise = torch.Generator(device="cpu").manual_seed(cfg.seed + 1000 * epoch)
     probs, noisy_pred, labels = [], [], []
@@ -63,16 +68,16 @@ def evaluate(model, loader, device, cfg: TrainConfig, epoch: int):
 
 
 def train(cfg: TrainConfig) -> dict:
-    cfg = resolved(cfg)  # alpha: the method's own (alpha_by_method)
+    cfg = resolved(checked(cfg))  # typed and validated; alpha: the method's own (alpha_by_method)
     rank, world = distributed()
     device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
                           else "cpu")
     dali_device = "gpu" if device.type == "cuda" else "cpu"
     torch.set_num_threads(cfg.num_threads)
     out = Path(cfg.out_dir)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
+    # resume / afresh / overwrite decided (and the checkpoint verified) before any data loads or
+    # any file is written: see checkpoint.prepare
+    state = checkpoint.prepare(cfg, rank)
 
     method = resolve_method(cfg.method, cfg.mix_method)
     data = load_data(cfg)
@@ -81,25 +86,33 @@ def train(cfg: TrainConfig) -> dict:
         raise ValueError(f"{data.train_size() // world} training samples per process are fewer than one "
                          f"batch of {method_batch_size(method, cfg.batch_size, cfg.k)} (method "
                          f"{method.name!r}): lower batch_size or use more data")
+    if state is None:
+        checkpoint.clear_for_fresh_run(out, rank)  # overwrite: nothing of the old run stays
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.num_classes, data.in_channels).to(device)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = make_optimizer(cfg, model)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    # fp16 autocast on a GPU with a GradScaler; bf16 autocast (GPU or CPU) needs no scaler
+    amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
+    use_amp = cfg.amp and (device.type == "cuda" or amp_dtype == torch.bfloat16)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and device.type == "cuda" and amp_dtype == torch.float16)
+    non_blocking = cfg.non_blocking and device.type == "cuda"
     mix_generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     history, start_epoch = [], 0
-    ckpt_path = out / f"checkpoint_rank{rank}.pt"
-    if cfg.resume and ckpt_path.exists():
-        state = checkpoint.load(ckpt_path)
+    ckpt_path = checkpoint.checkpoint_path(out, rank)
+    if state is not None:  # verified and matching the config (checkpoint.prepare)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         mix_generator.set_state(state["mix_generator"])
         torch.set_rng_state(state["torch_rng"])
         history, start_epoch = state["history"], state["epoch"]
-        if rank == 0:
-            print(f"resumed from {ckpt_path} at epoch {start_epoch}")
+        state = None  # the tensors now live in the model and optimiser
     manifold = (ManifoldMultiMix(model, cfg.manifold_layers, k=interpolations(method, cfg.k), alpha=cfg.alpha,
                                  lambda_sampling=cfg.lambda_sampling, lambda_scope=cfg.lambda_scope,
                                  generator=mix_generator)
@@ -115,7 +128,9 @@ def train(cfg: TrainConfig) -> dict:
               if method.puzzle else
               SaliencyMix(interpolations(method, cfg.k), alpha=cfg.alpha, lambda_scope=cfg.lambda_scope,
                           generator=mix_generator)
-              if method.saliency_box else None)
+              if method.saliency_box else
+              CoMixup(data.num_classes, generator=mix_generator)  # the original's CIFAR settings
+              if method.co_mixup else None)
     test_loader = eval_loader(cfg, data.test, data, dali_device)
     val_loader = eval_loader(cfg, data.val, data, dali_device) if data.val is not None else None
     writer = None
@@ -128,7 +143,7 @@ def train(cfg: TrainConfig) -> dict:
         loader = train_loader(cfg, method, data, epoch, rank, world, dali_device)
         net.train()
         t0 = time.perf_counter()
-        loss_sum, grad_sq_sum, seen = 0.0, 0.0, 0
+        stats, interval = StepStats(device), StepStats(device)  # on the device: no host sync per step
         bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not cfg.progress or rank != 0)
         with manifold:
@@ -138,34 +153,45 @@ def train(cfg: TrainConfig) -> dict:
                     y2, w = y, torch.zeros(len(y))
                 else:
                     x, y, y2, w = batch
-                x, y, y2, w = x.to(device), y.to(device), y2.to(device), w.to(device)
+                x, y, y2, w = (t.to(device, non_blocking=non_blocking) for t in (x, y, y2, w))
+                if x.dim() == 4:
+                    x = x.contiguous(memory_format=memory_format)
                 optimizer.zero_grad(set_to_none=True)
                 lr = learning_rate(cfg, epoch + step / steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 if puzzle is not None:  # needs the model: saliency pass, then the masks
                     x, y, y2, w = puzzle(model, x, y, scaler=scaler)  # scales the clean loss
-                with torch.autocast(device.type, enabled=use_amp):
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                     logits = net(x)
                 if method.manifold:
                     y, y2, w = manifold.targets(y)
                 loss = mixed_cross_entropy(logits.float(), y, y2, w, label_smoothing=smoothing)
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
-                grad_sq_sum += sum(float(p.grad.pow(2).sum()) for p in model.parameters() if p.grad is not None)
+                grad_sq = squared_grad_norm(model.parameters())
+                if cfg.sync_every_step:  # benchmark only: the old loop's per-parameter host reads
+                    grad_sq = torch.tensor(sum(float(p.grad.pow(2).sum()) for p in model.parameters()
+                                               if p.grad is not None), dtype=torch.float64)
                 scaler.step(optimizer)
                 scaler.update()
-                loss_sum += loss.item()
-                seen += 1
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                accuracy = mixed_accuracy(logits, y, y2, w)
+                stats.add(loss, accuracy, grad_sq)
+                interval.add(loss, accuracy, grad_sq)
+                if cfg.sync_every_step or (step + 1) % cfg.log_every == 0:  # one host read per interval
+                    shown = interval.read()
+                    bar.set_postfix(loss=f"{shown['loss']:.3f}", acc=f"{shown['accuracy']:.3f}")
+                    interval = StepStats(device)
+        totals, seen = stats.read(), stats.steps
         epoch_time = time.perf_counter() - t0
         metrics, calibration = evaluate(model, test_loader, device, cfg, epoch)
         if val_loader is not None:  # model selection by validation error (speech, Table VII)
             val = evaluate(model, val_loader, device, cfg, epoch)[0]
             metrics.update(val_error=val["test_error"], val_ece=val["ece"])
-        row = {"epoch": epoch + 1, "steps": seen, "train_loss": loss_sum / max(seen, 1),
-               "mean_sq_grad_norm": grad_sq_sum / max(seen, 1), "epoch_seconds": epoch_time,
-               "lr": optimizer.param_groups[0]["lr"], **metrics}
+        row = {"epoch": epoch + 1, "steps": seen, "train_loss": totals["loss"],
+               "train_accuracy": totals["accuracy"], "mean_sq_grad_norm": totals["sq_grad_norm"],
+               "epoch_seconds": epoch_time,
+               "lr": learning_rate(cfg, epoch), **metrics}  # the lr of the epoch's first step
         history.append(row)
         if rank == 0:
             print(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
@@ -189,15 +215,15 @@ def train(cfg: TrainConfig) -> dict:
         if history:
             plot_curves(history, out / "curves.png", title)
             reliability_diagram(*calibration, history[-1]["ece"], out / "reliability.png", title)
-            (out / "results.json").write_text(json.dumps(summarise(history), indent=1))
+            checkpoint.write_atomic(json.dumps(summarise(history), indent=1).encode(), out / "results.json")
     return {"history": history, "model": model, "out_dir": out, "summary": summarise(history)}
 
 
 def write_csv(history: list, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-    os.replace(tmp, path)
+    """The history as CSV, written atomically (checkpoint.write_atomic)."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    checkpoint.write_atomic(text.getvalue().encode(), path)
 

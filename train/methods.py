@@ -26,6 +26,7 @@ class Method:
     takes_mix_method: bool = False  # its mixing is cfg.mix_method (any single-interpolation method)
     puzzle: bool = False            # Puzzle Mix in torch (needs the model's saliency)
     saliency_box: bool = False      # SaliencyMix in torch (needs the model's saliency)
+    co_mixup: bool = False          # Co-Mixup in torch (needs the model's saliency; soft labels)
     description: str = ""
 
 
@@ -51,6 +52,7 @@ METHODS = {m.name: m for m in [
     Method("puzzle_mix", puzzle=True, description="saliency-guided graph-cut masks + transport (Kim et al.)"),
     Method("multimix_puzzle", puzzle=True, multi=True, description="K Puzzle Mix masks from K sorted ratios"),
     Method("saliencymix", saliency_box=True, description="a CutMix box at the partner's saliency peak (Uddin et al.)"),
+    Method("co_mixup", co_mixup=True, description="m_part inputs jointly mixed into as many outputs by graph cuts with a diversity term (Kim et al., ICLR 2021)"),
 ]}
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .iterator import MixedLabels
+
 
 def _check(logits, labels, partner_labels, weights, label_smoothing, reduction):
     if reduction not in ("mean", "sum", "none"):
@@ -78,3 +80,24 @@ def mixed_soft_targets(labels: torch.Tensor, partner_labels: torch.Tensor, weigh
     w = weights.float()[:, None]
     target = (1 - w) * own + w * partner
     return (1 - label_smoothing) * target + label_smoothing / num_classes
+
+
+class MultimixCrossEntropy(torch.nn.CrossEntropyLoss):
+    """``criterion(output, target)`` for loops written for ``nn.CrossEntropyLoss``.
+
+    With a :class:`MixedLabels` target (what ``MultimixClassificationIterator`` yields for mixed
+    rows, still one after ``.squeeze(-1).long()`` / ``.cuda()``): the multi-mix loss, the mean
+    over the N = B*K rows of the cross-entropy against (1 - w) * y + w * y' (Shen et al., Eq. 7),
+    as :func:`mixed_cross_entropy`. With any other target (validation, plain pipelines):
+    exactly ``nn.CrossEntropyLoss``. ``output``: (N, C) logits.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, reduction: str = "mean"):
+        super().__init__(reduction=reduction, label_smoothing=label_smoothing)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if isinstance(target, MixedLabels):
+            return mixed_cross_entropy(input, target.plain(), target.partner_labels, target.weights,
+                                       label_smoothing=self.label_smoothing,
+                                       reduction=self.reduction)
+        return super().forward(input, target)
