@@ -2,8 +2,10 @@
 #include "multimix.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -181,7 +183,17 @@ std::vector<std::vector<T>> OverrideValues(const OpSpec &spec, const Workspace &
     } else if (!std::is_integral_v<T> && type == DALI_FLOAT) {
       convert(arg.tensor<float>(i));
     } else if (!std::is_integral_v<T> && type == DALI_FLOAT64) {
-      convert(arg.tensor<double>(i));
+      // no silent conversion: a float64 value that float32 cannot hold is an error, named with
+      // the value passed (not the value it would have become)
+      const double *src = arg.tensor<double>(i);
+      for (size_t j = 0; j < v.size(); j++) {
+        const double d = src[j], a = std::fabs(d);
+        if (std::isfinite(d) && (a > std::numeric_limits<float>::max() ||
+                                 (a != 0.0 && a < std::numeric_limits<float>::min())))
+          Fail("argument `", name, "` of sample ", i, ": value ", j, " (", d, ") ",
+               a > 1.0 ? "overflows" : "underflows", " float32, the type the operator stores");
+      }
+      convert(src);
     } else {
       Fail("argument `", name, "`: expected dtype ",
            std::is_integral_v<T> ? "int32 or int64" : "float32 or float64", "; got ", type);
@@ -362,6 +374,61 @@ bool Multimix<Backend>::SetupImpl(std::vector<OutputDesc> &output_desc, const Wo
   return true;
 }
 
+namespace {
+
+// FMix's noise map and level selection, compiled a second time with AVX2 (flatten: the header's
+// loops are inlined here and vectorised 8 floats / 4 doubles wide) and picked at run time. The
+// same operations in the same order (-ffp-contract=off: no FMA), so the results are identical.
+#if defined(__x86_64__)
+template <typename Rng>
+__attribute__((target("avx2"), flatten)) void FmixScoreMapAvx2(
+    Rng &rng, const ::multimix::FmixBasis &basis, float *out, std::vector<double> &scratch,
+    bool mirrored) {
+  if (mirrored)
+    ::multimix::fmix_score_map_mirrored(rng, basis, out, scratch);
+  else
+    ::multimix::fmix_score_map(rng, basis, out, scratch);
+}
+
+__attribute__((target("avx2"), flatten)) void FmixLevelsAvx2(
+    const float *scores, int64_t pixels, const int64_t *counts, int k, unsigned char *levels,
+    ::multimix::FmixLevelScratch &scratch) {
+  ::multimix::fmix_levels(scores, pixels, counts, k, levels, scratch);
+}
+
+bool HostHasAvx2() {  // DALI_MULTIMIX_NO_AVX2=1: the portable build (the tests compare both)
+  static const bool avx2 = [] {
+    const char *off = std::getenv("DALI_MULTIMIX_NO_AVX2");
+    return __builtin_cpu_supports("avx2") && !(off && off[0] == '1');
+  }();
+  return avx2;
+}
+#endif
+
+/// `mirrored`: fmix_score_map_mirrored (half the products, for one map per sample), otherwise
+/// fmix_score_map (the batch's one map, whose seeded values stay as they were).
+template <typename Rng>
+void FmixScoreMap(Rng &rng, const ::multimix::FmixBasis &basis, float *out,
+                  std::vector<double> &scratch, bool mirrored) {
+#if defined(__x86_64__)
+  if (HostHasAvx2()) return FmixScoreMapAvx2(rng, basis, out, scratch, mirrored);
+#endif
+  if (mirrored)
+    ::multimix::fmix_score_map_mirrored(rng, basis, out, scratch);
+  else
+    ::multimix::fmix_score_map(rng, basis, out, scratch);
+}
+
+void FmixLevels(const float *scores, int64_t pixels, const int64_t *counts, int k,
+                unsigned char *levels, ::multimix::FmixLevelScratch &scratch) {
+#if defined(__x86_64__)
+  if (HostHasAvx2()) return FmixLevelsAvx2(scores, pixels, counts, k, levels, scratch);
+#endif
+  ::multimix::fmix_levels(scores, pixels, counts, k, levels, scratch);
+}
+
+}  // namespace
+
 template <typename Backend>
 void Multimix<Backend>::PrepareBatchFmix() {
   shared_fmix_levels_ = false;
@@ -372,15 +439,14 @@ void Multimix<Backend>::PrepareBatchFmix() {
   batch_fmix_scores_.resize(pixels);
   auto rng = this->GetSampleRNG(nsamples_);
   rng.skipahead(kBatchFmixStream);
-  ::multimix::fmix_score_map(rng, fmix_basis_, batch_fmix_scores_.data(),
-                             batch_fmix_scratch_.spectrum);
+  FmixScoreMap(rng, fmix_basis_, batch_fmix_scores_.data(), batch_fmix_scratch_.spectrum, false);
   // its K levels once for the batch, unless per-sample `lambdas` give samples different counts
   for (int i = 1; i < nsamples_; i++) {
     if (!std::equal(mix_[0].counts, mix_[0].counts + k_, mix_[i].counts)) return;
   }
   batch_fmix_levels_.resize(pixels);
-  ::multimix::fmix_levels(batch_fmix_scores_.data(), pixels, mix_[0].counts, k_,
-                          batch_fmix_levels_.data(), batch_fmix_scratch_.select);
+  FmixLevels(batch_fmix_scores_.data(), pixels, mix_[0].counts, k_, batch_fmix_levels_.data(),
+             batch_fmix_scratch_.select);
   shared_fmix_levels_ = true;
 }
 
@@ -394,10 +460,10 @@ void Multimix<Backend>::ComputeFmixLevels(int i, const float *given_scores, unsi
     scratch.scores.resize(pixels);
     auto rng = this->GetSampleRNG(i);
     rng.skipahead(kFmixStream);
-    ::multimix::fmix_score_map(rng, fmix_basis_, scratch.scores.data(), scratch.spectrum);
+    FmixScoreMap(rng, fmix_basis_, scratch.scores.data(), scratch.spectrum, true);
     scores = scratch.scores.data();
   }
-  ::multimix::fmix_levels(scores, pixels, mix_[i].counts, k_, levels, scratch.select);
+  FmixLevels(scores, pixels, mix_[i].counts, k_, levels, scratch.select);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -420,69 +486,115 @@ inline bool Aligned32(const void *p) {
   return (reinterpret_cast<uintptr_t>(p) & 31) == 0;
 }
 
-// Hand-vectorised mixup, 32 bytes at a time, with the operations of Blend<T> (two products, one
-// sum; for uint8 the 1.5 * 2^23 rounding, saturating packs doing the clamp): bit-identical.
+// Hand-vectorised mixup of all K steps at once, 256 output bytes of each step per turn: the
+// inputs of the chunk are loaded (uint8: converted to float) once into registers / L1 and blended
+// K times, each step's 256 bytes stored back to back (whole cache lines for the write-combining
+// buffers, which interleaved 32-byte stores to K streams thrash). The operations of Blend<T>: two
+// products, one sum, no FMA; for uint8 cvtps rounds half to even, which is what round_to_u8's
+// 1.5 * 2^23 addition does for values in [0, 255], and saturating packs clamp: bit-identical.
 struct Avx2Float {
   using T = float;
-  using Vec = __m256;
-  static constexpr int kWidth = 8;
-  __attribute__((target("avx2"))) static Vec Mix(const T *a, const T *b, __m256 w_own,
-                                                 __m256 w_partner) {
-    return _mm256_add_ps(_mm256_mul_ps(w_own, _mm256_loadu_ps(a)),
-                         _mm256_mul_ps(w_partner, _mm256_loadu_ps(b)));
+  static constexpr int kChunk = 64;  // elements: 256 bytes
+  struct Prepared {
+    __m256 a[8], b[8];
+  };
+  __attribute__((target("avx2"))) static void Prepare(const T *a, const T *b, Prepared &p) {
+    for (int j = 0; j < 8; j++) {
+      p.a[j] = _mm256_loadu_ps(a + 8 * j);
+      p.b[j] = _mm256_loadu_ps(b + 8 * j);
+    }
   }
-  __attribute__((target("avx2"))) static void Store(T *out, Vec v) { _mm256_storeu_ps(out, v); }
-  __attribute__((target("avx2"))) static void Stream(T *out, Vec v) { _mm256_stream_ps(out, v); }
+  template <bool kStream>
+  __attribute__((target("avx2"))) static void Emit(T *out, const Prepared &p, __m256 w_own,
+                                                   __m256 w_partner) {
+    for (int j = 0; j < 8; j++) {
+      const __m256 v =
+          _mm256_add_ps(_mm256_mul_ps(w_own, p.a[j]), _mm256_mul_ps(w_partner, p.b[j]));
+      if (kStream) _mm256_stream_ps(out + 8 * j, v);
+      else         _mm256_storeu_ps(out + 8 * j, v);
+    }
+  }
 };
 
 struct Avx2Uint8 {
   using T = uint8_t;
-  using Vec = __m256i;
-  static constexpr int kWidth = 32;
-  __attribute__((target("avx2"))) static Vec Mix(const T *a, const T *b, __m256 w_own,
-                                                 __m256 w_partner) {
-    const __m256 magic = _mm256_set1_ps(12582912.0f);
-    __m256i q[4];
-    for (int j = 0; j < 4; j++) {
-      __m256 fa = _mm256_cvtepi32_ps(
+  static constexpr int kChunk = 256;
+  struct Prepared {
+    __m256 a[32], b[32];  // 8 blocks of 32 bytes, 4 vectors of 8 each
+  };
+  __attribute__((target("avx2"))) static void Prepare(const T *a, const T *b, Prepared &p) {
+    for (int j = 0; j < 32; j++) {
+      p.a[j] = _mm256_cvtepi32_ps(
           _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(a + 8 * j))));
-      __m256 fb = _mm256_cvtepi32_ps(
+      p.b[j] = _mm256_cvtepi32_ps(
           _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(b + 8 * j))));
-      __m256 v = _mm256_add_ps(_mm256_mul_ps(w_own, fa), _mm256_mul_ps(w_partner, fb));
-      q[j] = _mm256_cvttps_epi32(_mm256_sub_ps(_mm256_add_ps(v, magic), magic));
     }
-    __m256i packed = _mm256_packus_epi16(_mm256_packus_epi32(q[0], q[1]),
-                                         _mm256_packus_epi32(q[2], q[3]));
-    return _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
   }
-  __attribute__((target("avx2"))) static void Store(T *out, Vec v) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i *>(out), v);
-  }
-  __attribute__((target("avx2"))) static void Stream(T *out, Vec v) {
-    _mm256_stream_si256(reinterpret_cast<__m256i *>(out), v);
+  template <bool kStream>
+  __attribute__((target("avx2"))) static void Emit(T *out, const Prepared &p, __m256 w_own,
+                                                   __m256 w_partner) {
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int blk = 0; blk < 8; blk++) {
+      __m256i q[4];
+      for (int j = 0; j < 4; j++) {
+        const __m256 v = _mm256_add_ps(_mm256_mul_ps(w_own, p.a[4 * blk + j]),
+                                       _mm256_mul_ps(w_partner, p.b[4 * blk + j]));
+        q[j] = _mm256_cvtps_epi32(v);
+      }
+      const __m256i v = _mm256_permutevar8x32_epi32(
+          _mm256_packus_epi16(_mm256_packus_epi32(q[0], q[1]), _mm256_packus_epi32(q[2], q[3])),
+          order);
+      __m256i *dst = reinterpret_cast<__m256i *>(out + 32 * blk);
+      if (kStream) _mm256_stream_si256(dst, v);
+      else         _mm256_storeu_si256(dst, v);
+    }
   }
 };
 
-/// `stream`: non-temporal stores (from the first 32-byte aligned element on).
+/// Steps s = 0..k-1 of one image: out + s * stride = (1 - lams[s]) * a + lams[s] * b.
+/// `stream`: non-temporal stores (from the first 32-byte aligned element on; when the steps are
+/// not 32-byte aligned alike, step by step).
 template <typename Kernel>
-__attribute__((target("avx2"))) void BlendSpanAvx2(typename Kernel::T *out,
-                                                   const typename Kernel::T *a,
-                                                   const typename Kernel::T *b, int64_t n,
-                                                   float lam, bool stream) {
+__attribute__((target("avx2"))) void BlendStepsAvx2(typename Kernel::T *out, int64_t stride,
+                                                    const typename Kernel::T *a,
+                                                    const typename Kernel::T *b, int64_t n,
+                                                    const float *lams, int k, bool stream) {
   using T = typename Kernel::T;
-  const __m256 w_own = _mm256_set1_ps(1.0f - lam), w_partner = _mm256_set1_ps(lam);
+  constexpr int kGroup = 8;  // output streams written together
+  if (k > kGroup || (stream && k > 1 && (stride * sizeof(T)) % 32 != 0)) {
+    const int group = k > kGroup ? kGroup : 1;
+    for (int s = 0; s < k; s += group)
+      BlendStepsAvx2<Kernel>(out + s * stride, stride, a, b, n, lams + s, std::min(group, k - s),
+                             stream);
+    return;
+  }
+  __m256 w_own[kGroup], w_partner[kGroup];
+  for (int s = 0; s < k; s++) {
+    w_own[s] = _mm256_set1_ps(1.0f - lams[s]);
+    w_partner[s] = _mm256_set1_ps(lams[s]);
+  }
+  auto scalar = [&](int64_t e) {
+    for (int s = 0; s < k; s++)
+      out[s * stride + e] = ::multimix::Blend<T>::apply(a[e], b[e], lams[s]);
+  };
+  typename Kernel::Prepared prepared;
   int64_t e = 0;
   if (stream) {
-    for (; e < n && !Aligned32(out + e); e++)
-      out[e] = ::multimix::Blend<T>::apply(a[e], b[e], lam);
-    for (; e + Kernel::kWidth <= n; e += Kernel::kWidth)
-      Kernel::Stream(out + e, Kernel::Mix(a + e, b + e, w_own, w_partner));
+    for (; e < n && !Aligned32(out + e); e++) scalar(e);
+    for (; e + Kernel::kChunk <= n; e += Kernel::kChunk) {
+      Kernel::Prepare(a + e, b + e, prepared);
+      for (int s = 0; s < k; s++)
+        Kernel::template Emit<true>(out + s * stride + e, prepared, w_own[s], w_partner[s]);
+    }
     _mm_sfence();
   } else {
-    for (; e + Kernel::kWidth <= n; e += Kernel::kWidth)
-      Kernel::Store(out + e, Kernel::Mix(a + e, b + e, w_own, w_partner));
+    for (; e + Kernel::kChunk <= n; e += Kernel::kChunk) {
+      Kernel::Prepare(a + e, b + e, prepared);
+      for (int s = 0; s < k; s++)
+        Kernel::template Emit<false>(out + s * stride + e, prepared, w_own[s], w_partner[s]);
+    }
   }
-  for (; e < n; e++) out[e] = ::multimix::Blend<T>::apply(a[e], b[e], lam);
+  for (; e < n; e++) scalar(e);
 }
 
 bool UseAvx2() {
@@ -491,19 +603,21 @@ bool UseAvx2() {
 }
 #endif
 
-/// `stream`: write with non-temporal stores (for outputs much larger than the cache, which are not
-/// re-read soon): they skip reading the destination lines into the cache first.
+/// The K mixup steps of one image, `stride` elements apart. `stream`: write with non-temporal
+/// stores (for outputs much larger than the cache, which are not re-read soon): they skip
+/// reading the destination lines into the cache first.
 template <typename T>
-void BlendSpan(T *out, const T *a, const T *b, int64_t n, float lam, bool stream) {
+void BlendSteps(T *out, int64_t stride, const T *a, const T *b, int64_t n, const float *lams,
+                int k, bool stream) {
 #if defined(__x86_64__)
   static const bool use_avx2 = UseAvx2();
   if constexpr (std::is_same_v<T, float>) {
-    if (use_avx2) return BlendSpanAvx2<Avx2Float>(out, a, b, n, lam, stream);
+    if (use_avx2) return BlendStepsAvx2<Avx2Float>(out, stride, a, b, n, lams, k, stream);
   } else if constexpr (std::is_same_v<T, uint8_t>) {
-    if (use_avx2) return BlendSpanAvx2<Avx2Uint8>(out, a, b, n, lam, stream);
+    if (use_avx2) return BlendStepsAvx2<Avx2Uint8>(out, stride, a, b, n, lams, k, stream);
   }
 #endif
-  BlendSpanPortable(out, a, b, n, lam);
+  for (int s = 0; s < k; s++) BlendSpanPortable(out + s * stride, a, b, n, lams[s]);
 }
 
 template <typename T>
@@ -536,15 +650,155 @@ void FmixImage(T *__restrict out, const T *__restrict own, const T *__restrict p
   }
 }
 
+#if defined(__x86_64__)
+/// Levels widened to the element size (32 bytes of elements), the step broadcast alike, and the
+/// lanes where level > step (keep own).
+template <int kSize> struct FmixLanes;
+template <> struct FmixLanes<1> {
+  __attribute__((target("avx2"))) static __m256i Levels(const unsigned char *l) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(l));
+  }
+  __attribute__((target("avx2"))) static __m256i Step(int s) {
+    return _mm256_set1_epi8(static_cast<char>(s));
+  }
+  __attribute__((target("avx2"))) static __m256i Above(__m256i l, __m256i s) {
+    return _mm256_cmpgt_epi8(l, s);
+  }
+};
+template <> struct FmixLanes<2> {
+  __attribute__((target("avx2"))) static __m256i Levels(const unsigned char *l) {
+    return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(l)));
+  }
+  __attribute__((target("avx2"))) static __m256i Step(int s) {
+    return _mm256_set1_epi16(static_cast<int16_t>(s));
+  }
+  __attribute__((target("avx2"))) static __m256i Above(__m256i l, __m256i s) {
+    return _mm256_cmpgt_epi16(l, s);
+  }
+};
+template <> struct FmixLanes<4> {
+  __attribute__((target("avx2"))) static __m256i Levels(const unsigned char *l) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(l)));
+  }
+  __attribute__((target("avx2"))) static __m256i Step(int s) { return _mm256_set1_epi32(s); }
+  __attribute__((target("avx2"))) static __m256i Above(__m256i l, __m256i s) {
+    return _mm256_cmpgt_epi32(l, s);
+  }
+};
+
+template <typename T>
+inline void FmixScalar(T *out, int64_t stride, const T *own, const T *partner,
+                       const unsigned char *element_levels, int64_t e, int k, int first_step) {
+  for (int s = 0; s < k; s++)
+    out[s * stride + e] = ::multimix::fmix_takes(element_levels[e],
+                                                 static_cast<unsigned char>(first_step + s))
+                              ? partner[e] : own[e];
+}
+
+/// 256 bytes of elements (8 blocks of 32) of every step, each step's stored back to back (whole
+/// cache lines for the write-combining buffers); the inputs are re-read from L1 per step.
+template <typename T, bool kStream>
+__attribute__((target("avx2"))) inline void FmixBody(T *out, int64_t stride, const T *own,
+                                                     const T *partner,
+                                                     const unsigned char *element_levels,
+                                                     int64_t e, const __m256i *steps, int k) {
+  constexpr int kWidth = 32 / sizeof(T);
+  for (int s = 0; s < k; s++) {
+    for (int blk = 0; blk < 8; blk++) {
+      const int64_t f = e + blk * kWidth;
+      const __m256i o = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(own + f));
+      const __m256i p = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(partner + f));
+      const __m256i l = FmixLanes<sizeof(T)>::Levels(element_levels + f);
+      const __m256i v = _mm256_blendv_epi8(p, o, FmixLanes<sizeof(T)>::Above(l, steps[s]));
+      __m256i *dst = reinterpret_cast<__m256i *>(out + s * stride + f);
+      if (kStream) _mm256_stream_si256(dst, v);
+      else         _mm256_storeu_si256(dst, v);
+    }
+  }
+}
+
+/// The K fmix steps of one image at once (outputs `stride` elements apart): the two inputs and
+/// the levels are loaded once per 32 bytes of elements and selected K times (level <= step takes
+/// the partner, as fmix_takes; levels are at most kMaxK = 64, so signed compares hold).
+/// `stream`: non-temporal stores, as BlendStepsAvx2. `first_step`: the step of out[0 .. stride).
+template <typename T>
+__attribute__((target("avx2"))) void FmixStepsAvx2(T *out, int64_t stride, const T *own,
+                                                   const T *partner,
+                                                   const unsigned char *element_levels, int64_t n,
+                                                   int k, bool stream, int first_step = 0) {
+  constexpr int kGroup = 8;
+  if (k > kGroup || (stream && k > 1 && (stride * sizeof(T)) % 32 != 0)) {
+    const int group = k > kGroup ? kGroup : 1;
+    for (int s = 0; s < k; s += group)
+      FmixStepsAvx2(out + s * stride, stride, own, partner, element_levels, n,
+                    std::min(group, k - s), stream, first_step + s);
+    return;
+  }
+  constexpr int kWidth = 32 / sizeof(T);
+  __m256i steps[kGroup];
+  for (int s = 0; s < k; s++) steps[s] = FmixLanes<sizeof(T)>::Step(first_step + s);
+  int64_t e = 0;
+  if (stream) {
+    for (; e < n && !Aligned32(out + e); e++)
+      FmixScalar(out, stride, own, partner, element_levels, e, k, first_step);
+    for (; e + 8 * kWidth <= n; e += 8 * kWidth)
+      FmixBody<T, true>(out, stride, own, partner, element_levels, e, steps, k);
+    _mm_sfence();
+  } else {
+    for (; e + 8 * kWidth <= n; e += 8 * kWidth)
+      FmixBody<T, false>(out, stride, own, partner, element_levels, e, steps, k);
+  }
+  for (; e < n; e++) FmixScalar(out, stride, own, partner, element_levels, e, k, first_step);
+}
+
+/// Spreads 3 elements per pixel (HWC): 16 pixel levels to 48 bytes with three byte shuffles.
+__attribute__((target("avx2"))) inline void SpreadLevels3Avx2(const unsigned char *pixel_levels,
+                                                             int64_t pixels,
+                                                             unsigned char *dst) {
+  const __m128i m0 = _mm_setr_epi8(0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5);
+  const __m128i m1 = _mm_setr_epi8(5, 5, 6, 6, 6, 7, 7, 7, 8, 8, 8, 9, 9, 9, 10, 10);
+  const __m128i m2 = _mm_setr_epi8(10, 11, 11, 11, 12, 12, 12, 13, 13, 13, 14, 14, 14, 15, 15, 15);
+  int64_t p = 0;
+  for (; p + 16 <= pixels; p += 16, dst += 48) {
+    const __m128i l = _mm_loadu_si128(reinterpret_cast<const __m128i *>(pixel_levels + p));
+    _mm_storeu_si128(reinterpret_cast<__m128i *>(dst), _mm_shuffle_epi8(l, m0));
+    _mm_storeu_si128(reinterpret_cast<__m128i *>(dst + 16), _mm_shuffle_epi8(l, m1));
+    _mm_storeu_si128(reinterpret_cast<__m128i *>(dst + 32), _mm_shuffle_epi8(l, m2));
+  }
+  for (; p < pixels; p++, dst += 3) dst[0] = dst[1] = dst[2] = pixel_levels[p];
+}
+#endif
+
+/// The K fmix steps of one image, `stride` elements apart.
+template <typename T>
+void FmixSteps(T *out, int64_t stride, const T *own, const T *partner,
+               const unsigned char *element_levels, int64_t n, int k, bool stream) {
+#if defined(__x86_64__)
+  static const bool use_avx2 = UseAvx2();
+  if (use_avx2) return FmixStepsAvx2(out, stride, own, partner, element_levels, n, k, stream);
+#endif
+  for (int s = 0; s < k; s++) FmixImage(out + s * stride, own, partner, element_levels, n, s);
+}
+
 /// Spreads per-pixel levels (h*w) over the elements of an [outer, H, W, inner] image.
 inline void SpreadLevels(const unsigned char *pixel_levels, const SpatialLayout &sp,
                          unsigned char *element_levels) {
   const int64_t pixels = static_cast<int64_t>(sp.h) * sp.w;
   unsigned char *dst = element_levels;
+#if defined(__x86_64__)
+  static const bool use_avx2 = UseAvx2();
+#else
+  const bool use_avx2 = false;
+#endif
   for (int64_t o = 0; o < sp.outer; o++) {
     if (sp.inner == 1) {
       std::memcpy(dst, pixel_levels, pixels);
       dst += pixels;
+#if defined(__x86_64__)
+    } else if (sp.inner == 3 && use_avx2) {
+      SpreadLevels3Avx2(pixel_levels, pixels, dst);
+      dst += 3 * pixels;
+#endif
     } else {
       for (int64_t p = 0; p < pixels; p++)
         for (int64_t c = 0; c < sp.inner; c++) *dst++ = pixel_levels[p];
@@ -582,15 +836,13 @@ void Multimix<CPUBackend>::RunImpl(Workspace &ws) {
         const S *partner = reinterpret_cast<const S *>(images.tensor<T>(m.partner));
         S *out = reinterpret_cast<S *>(mixed.mutable_tensor<T>(i));
         if (mode_ == kMixup) {
-          for (int s = 0; s < k_; s++)
-            BlendSpan(out + s * image_volume, own, partner, image_volume, m.lambdas[s], stream);
+          BlendSteps(out, image_volume, own, partner, image_volume, m.lambdas, k_, stream);
         } else if (mode_ == kCutmix) {
           for (int s = 0; s < k_; s++)
             CutmixImage(out + s * image_volume, own, partner, spatial_, m.boxes[s]);
         } else if (!shared_element_levels.empty()) {
-          for (int s = 0; s < k_; s++)
-            FmixImage(out + s * image_volume, own, partner, shared_element_levels.data(),
-                      image_volume, s);
+          FmixSteps(out, image_volume, own, partner, shared_element_levels.data(), image_volume,
+                    k_, stream);
         } else {
           thread_local FmixScratch scratch;
           thread_local std::vector<unsigned char> levels, element_levels;
@@ -599,9 +851,8 @@ void Multimix<CPUBackend>::RunImpl(Workspace &ws) {
           ComputeFmixLevels(i, fmix_scores ? fmix_scores->tensor<float>(i) : nullptr,
                             levels.data(), scratch);
           SpreadLevels(levels.data(), spatial_, element_levels.data());
-          for (int s = 0; s < k_; s++)
-            FmixImage(out + s * image_volume, own, partner, element_levels.data(), image_volume,
-                      s);
+          FmixSteps(out, image_volume, own, partner, element_levels.data(), image_volume, k_,
+                    stream);
         }
       }, image_volume * k_);
     }

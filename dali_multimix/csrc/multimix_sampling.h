@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <numeric>
 #include <vector>
 
@@ -143,6 +144,8 @@ struct FmixBasis {
   std::vector<double> scale;              // [nky * nkx]
   std::vector<double> cos_y, sin_y;       // [nky * h]: angle 2 pi ky y / h
   std::vector<float> cos_x, sin_x;        // [nkx * w]: angle 2 pi kx x / w, times the irfft weight
+  // fmix_score_map_mirrored: the kept ky as terms of conjugate pairs (ky, h - ky) or single ky
+  std::vector<int> term_a, term_b;        // index of ky (its twiddles), of h - ky or -1
 
   FmixBasis() = default;
   FmixBasis(int h_, int w_, double decay) : h(h_), w(w_) {
@@ -152,6 +155,14 @@ struct FmixBasis {
     for (int ky = 0; ky <= fy_max; ky++) kys.push_back(ky);
     for (int ky = std::max(h - fy_max, fy_max + 1); ky < h; ky++) kys.push_back(ky);
     nky = static_cast<int>(kys.size());
+    for (int a = 0; a < nky; a++) {
+      const int partner = kys[a] == 0 || 2 * kys[a] == h ? -1 : h - kys[a];
+      if (partner >= 0 && partner < kys[a]) continue;  // taken with its pair
+      int b = -1;
+      for (int j = 0; j < nky; j++) b = kys[j] == partner ? j : b;
+      term_a.push_back(a);
+      term_b.push_back(b);
+    }
     const double floor_f = 1.0 / std::max(h, w);
     scale.resize(static_cast<size_t>(nky) * nkx);
     for (int a = 0; a < nky; a++) {
@@ -187,42 +198,216 @@ struct FmixBasis {
 /// FMix's low-frequency noise map (Harris et al.): a complex Gaussian spectrum scaled by
 /// `basis.scale`, real inverse DFT to (H, W). Only the relative order of the values matters (the
 /// masks are quantiles), so the transform's constant factor is dropped; it is evaluated directly
-/// on the kept frequencies, separably (columns, then rows).
+/// on the kept frequencies, separably: G = (H x F_y) times the spectrum (F_y x F_x), in double,
+/// then the rows times (F_x x W), in float. Every output value is the same sum, in the same order
+/// (ascending ky, then ascending kx), whatever the loop order: the loops below run over y and x
+/// innermost (vectorisable; the operator compiles this with AVX2 where the CPU has it) and keep
+/// a row chunk's accumulators in registers across kx.
 template <typename Rng>
 void fmix_score_map(Rng &rng, const FmixBasis &basis, float *out, std::vector<double> &scratch) {
   const int h = basis.h, w = basis.w, nky = basis.nky, nkx = basis.nkx;
   scratch.resize(static_cast<size_t>(nky) * nkx * 2 + static_cast<size_t>(nkx) * h * 2);
   double *spec = scratch.data();
-  double *g = spec + static_cast<size_t>(nky) * nkx * 2;
+  double *g = spec + static_cast<size_t>(nky) * nkx * 2;   // [nkx][2][h]: re row, im row
   for (int i = 0; i < nky * nkx; i++) {
     spec[2 * i] = basis.scale[i] * standard_normal(rng);
     spec[2 * i + 1] = basis.scale[i] * standard_normal(rng);
   }
-  // G[kx][y] = sum_ky X[ky][kx] e^{2 pi i ky y / h}
   for (int kx = 0; kx < nkx; kx++) {
-    for (int y = 0; y < h; y++) {
-      double re = 0.0, im = 0.0;
-      for (int a = 0; a < nky; a++) {
-        const double c = basis.cos_y[a * h + y], s = basis.sin_y[a * h + y];
-        const double sr = spec[(a * nkx + kx) * 2], si = spec[(a * nkx + kx) * 2 + 1];
-        re += sr * c - si * s;
-        im += sr * s + si * c;
+    double *__restrict re = g + static_cast<size_t>(kx) * 2 * h;
+    double *__restrict im = re + h;
+    for (int y = 0; y < h; y++) re[y] = im[y] = 0.0;
+    for (int a = 0; a < nky; a++) {
+      const double sr = spec[(a * nkx + kx) * 2], si = spec[(a * nkx + kx) * 2 + 1];
+      const double *__restrict c = basis.cos_y.data() + static_cast<size_t>(a) * h;
+      const double *__restrict s = basis.sin_y.data() + static_cast<size_t>(a) * h;
+      for (int y = 0; y < h; y++) {
+        re[y] += sr * c[y] - si * s[y];
+        im[y] += sr * s[y] + si * c[y];
       }
-      g[(kx * h + y) * 2] = re;
-      g[(kx * h + y) * 2 + 1] = im;
     }
   }
-  // score[y][x] = sum_kx weight_kx * Re(G[kx][y] e^{2 pi i kx x / w})
+  constexpr int kChunk = 32;
   for (int y = 0; y < h; y++) {
     float *__restrict row = out + static_cast<size_t>(y) * w;
-    std::fill(row, row + w, 0.0f);
-    for (int kx = 0; kx < nkx; kx++) {
-      const float gr = static_cast<float>(g[(kx * h + y) * 2]);
-      const float gi = static_cast<float>(g[(kx * h + y) * 2 + 1]);
-      const float *__restrict ct = basis.cos_x.data() + static_cast<size_t>(kx) * w;
-      const float *__restrict st = basis.sin_x.data() + static_cast<size_t>(kx) * w;
-      for (int x = 0; x < w; x++) row[x] += gr * ct[x] - gi * st[x];
+    int x0 = 0;
+    for (; x0 + kChunk <= w; x0 += kChunk) {
+      float acc[kChunk];
+      for (int j = 0; j < kChunk; j++) acc[j] = 0.0f;
+      for (int kx = 0; kx < nkx; kx++) {
+        const float gr = static_cast<float>(g[static_cast<size_t>(kx) * 2 * h + y]);
+        const float gi = static_cast<float>(g[static_cast<size_t>(kx) * 2 * h + h + y]);
+        const float *__restrict ct = basis.cos_x.data() + static_cast<size_t>(kx) * w + x0;
+        const float *__restrict st = basis.sin_x.data() + static_cast<size_t>(kx) * w + x0;
+        for (int j = 0; j < kChunk; j++) acc[j] += gr * ct[j] - gi * st[j];
+      }
+      for (int j = 0; j < kChunk; j++) row[x0 + j] = acc[j];
     }
+    if (x0 < w) {
+      std::fill(row + x0, row + w, 0.0f);
+      for (int kx = 0; kx < nkx; kx++) {
+        const float gr = static_cast<float>(g[static_cast<size_t>(kx) * 2 * h + y]);
+        const float gi = static_cast<float>(g[static_cast<size_t>(kx) * 2 * h + h + y]);
+        const float *__restrict ct = basis.cos_x.data() + static_cast<size_t>(kx) * w;
+        const float *__restrict st = basis.sin_x.data() + static_cast<size_t>(kx) * w;
+        for (int x = x0; x < w; x++) row[x] += gr * ct[x] - gi * st[x];
+      }
+    }
+  }
+}
+
+// Fixed-width vectors (GCC / Clang vector extensions): the compiler keeps a block of
+// accumulators in registers; element-wise operations, so the arithmetic is that of the scalars.
+// (Macros, not functions: a function passing 32-byte vectors warns of an ABI without AVX.)
+typedef double VecD4 __attribute__((vector_size(32)));
+typedef float VecF8 __attribute__((vector_size(32)));
+typedef double VecD4Unaligned __attribute__((vector_size(32), aligned(8), may_alias));
+typedef float VecF8Unaligned __attribute__((vector_size(32), aligned(4), may_alias));
+#define MULTIMIX_LOAD_D4(p) (*reinterpret_cast<const VecD4Unaligned *>(p))
+#define MULTIMIX_LOAD_F8(p) (*reinterpret_cast<const VecF8Unaligned *>(p))
+#define MULTIMIX_STORE_D4(p, v) (*reinterpret_cast<VecD4Unaligned *>(p) = (v))
+#define MULTIMIX_STORE_F8(p, v) (*reinterpret_cast<VecF8Unaligned *>(p) = (v))
+typedef uint16_t VecU16 __attribute__((vector_size(32)));
+typedef int16_t VecI16 __attribute__((vector_size(32)));
+typedef unsigned char VecU8x16 __attribute__((vector_size(16)));
+typedef uint16_t VecU16Unaligned __attribute__((vector_size(32), aligned(2), may_alias));
+#define MULTIMIX_LOAD_U16(p) (*reinterpret_cast<const VecU16Unaligned *>(p))
+
+/// fmix_score_map with the real transform's symmetries used to halve both products: conjugate
+/// frequency pairs (ky, h - ky) share one set of twiddles, and rows h - y / columns w - x are the
+/// same sums as y / x with the sine terms negated. The same map mathematically (same spectrum
+/// draws, frequencies and scale); the floating-point rounding differs from fmix_score_map's in
+/// the last bits (which can move a pixel across a threshold only where two scores all but tie).
+/// The operator uses it for one map per sample (lambda_scope "sample"), where the map is the
+/// cost; the one map of a batch keeps fmix_score_map's order.
+template <typename Rng>
+void fmix_score_map_mirrored(Rng &rng, const FmixBasis &basis, float *out,
+                             std::vector<double> &scratch) {
+  const int h = basis.h, w = basis.w, nky = basis.nky, nkx = basis.nkx;
+  const int nterms = static_cast<int>(basis.term_a.size());
+  const int hy = h / 2 + 1, hx = w / 2 + 1;  // rows 0..h/2, columns 0..w/2
+  scratch.resize(static_cast<size_t>(nky) * nkx * 2 + static_cast<size_t>(nterms) * 4 +
+                 static_cast<size_t>(hy) * 4 + static_cast<size_t>(nkx) * h * 2 +
+                 static_cast<size_t>(hx) + 8);
+  double *spec = scratch.data();
+  double *coef = spec + static_cast<size_t>(nky) * nkx * 2;  // per term: P1, Q1, Q2, P2
+  double *acc = coef + static_cast<size_t>(nterms) * 4;      // A_re, B_re, A_im, B_im [hy]
+  double *g = acc + static_cast<size_t>(hy) * 4;             // [nkx][re h, im h]
+  // C, S [hx] (floats in the doubles' space)
+  float *cs = reinterpret_cast<float *>(g + static_cast<size_t>(nkx) * h * 2);
+  for (int i = 0; i < nky * nkx; i++) {
+    spec[2 * i] = basis.scale[i] * standard_normal(rng);
+    spec[2 * i + 1] = basis.scale[i] * standard_normal(rng);
+  }
+  // G[kx][y] = sum_ky X[ky][kx] e^{2 pi i ky y / h}; a pair (X+ = p + iq at ky, X- = u + iv at
+  // h - ky) gives (p+u) c - (q-v) s + i((q+v) c + (p-u) s) at y, and the sine terms negated at h - y
+  for (int kx = 0; kx < nkx; kx++) {
+    for (int t = 0; t < nterms; t++) {
+      const int a = basis.term_a[t], b = basis.term_b[t];
+      const double p = spec[(a * nkx + kx) * 2], q = spec[(a * nkx + kx) * 2 + 1];
+      const double u = b >= 0 ? spec[(b * nkx + kx) * 2] : 0.0;
+      const double v = b >= 0 ? spec[(b * nkx + kx) * 2 + 1] : 0.0;
+      coef[4 * t] = p + u;
+      coef[4 * t + 1] = q - v;
+      coef[4 * t + 2] = q + v;
+      coef[4 * t + 3] = p - u;
+    }
+    double *__restrict are = acc, *__restrict bre = acc + hy;
+    double *__restrict aim = acc + 2 * hy, *__restrict bim = acc + 3 * hy;
+    int y0 = 0;
+    for (; y0 + 8 <= hy; y0 += 8) {  // 8 rows in registers across the terms
+      VecD4 r[8] = {};
+      for (int t = 0; t < nterms; t++) {
+        const size_t row = static_cast<size_t>(basis.term_a[t]) * h + y0;
+        const VecD4 c0 = MULTIMIX_LOAD_D4(basis.cos_y.data() + row);
+        const VecD4 c1 = MULTIMIX_LOAD_D4(basis.cos_y.data() + row + 4);
+        const VecD4 s0 = MULTIMIX_LOAD_D4(basis.sin_y.data() + row);
+        const VecD4 s1 = MULTIMIX_LOAD_D4(basis.sin_y.data() + row + 4);
+        const double p1 = coef[4 * t], q1 = coef[4 * t + 1], q2 = coef[4 * t + 2],
+                     p2 = coef[4 * t + 3];
+        r[0] += p1 * c0; r[1] += p1 * c1;
+        r[2] += q1 * s0; r[3] += q1 * s1;
+        r[4] += q2 * c0; r[5] += q2 * c1;
+        r[6] += p2 * s0; r[7] += p2 * s1;
+      }
+      for (int j = 0; j < 4; j++) {
+        MULTIMIX_STORE_D4(acc + j * hy + y0, r[2 * j]);
+        MULTIMIX_STORE_D4(acc + j * hy + y0 + 4, r[2 * j + 1]);
+      }
+    }
+    for (int y = y0; y < hy; y++) are[y] = bre[y] = aim[y] = bim[y] = 0.0;
+    for (int t = 0; t < nterms && y0 < hy; t++) {
+      const double p1 = coef[4 * t], q1 = coef[4 * t + 1], q2 = coef[4 * t + 2],
+                   p2 = coef[4 * t + 3];
+      const double *__restrict c = basis.cos_y.data() + static_cast<size_t>(basis.term_a[t]) * h;
+      const double *__restrict s = basis.sin_y.data() + static_cast<size_t>(basis.term_a[t]) * h;
+      for (int y = y0; y < hy; y++) {
+        are[y] += p1 * c[y];
+        bre[y] += q1 * s[y];
+        aim[y] += q2 * c[y];
+        bim[y] += p2 * s[y];
+      }
+    }
+    double *re = g + static_cast<size_t>(kx) * 2 * h, *im = re + h;
+    for (int y = 0; y < hy && y < h; y++) {
+      re[y] = are[y] - bre[y];
+      im[y] = aim[y] + bim[y];
+    }
+    for (int y = 1; h - y > y; y++) {
+      re[h - y] = are[y] + bre[y];
+      im[h - y] = aim[y] - bim[y];
+    }
+  }
+  // score[y][x] = C - S and score[y][w - x] = C + S, with C = sum_kx gr cos_x, S = sum_kx gi sin_x
+  constexpr int kChunk = 32;
+  float *cc = cs, *ss = cs + hx + 8;
+  for (int y = 0; y < h; y++) {
+    int x0 = 0;
+    for (; x0 + kChunk <= hx; x0 += kChunk) {  // 32 columns of C and S in registers across kx
+      VecF8 ac[4] = {}, as[4] = {};
+      for (int kx = 0; kx < nkx; kx++) {
+        const float gr = static_cast<float>(g[static_cast<size_t>(kx) * 2 * h + y]);
+        const float gi = static_cast<float>(g[static_cast<size_t>(kx) * 2 * h + h + y]);
+        const float *ct = basis.cos_x.data() + static_cast<size_t>(kx) * w + x0;
+        const float *st = basis.sin_x.data() + static_cast<size_t>(kx) * w + x0;
+        for (int j = 0; j < 4; j++) {
+          ac[j] += gr * MULTIMIX_LOAD_F8(ct + 8 * j);
+          as[j] += gi * MULTIMIX_LOAD_F8(st + 8 * j);
+        }
+      }
+      for (int j = 0; j < 4; j++) {
+        MULTIMIX_STORE_F8(cc + x0 + 8 * j, ac[j]);
+        MULTIMIX_STORE_F8(ss + x0 + 8 * j, as[j]);
+      }
+    }
+    // then 8 columns at a time (past hx where the table has them: C, S are padded), then singly
+    for (; x0 < hx && x0 + 8 <= w; x0 += 8) {
+      VecF8 ac = {}, as = {};
+      for (int kx = 0; kx < nkx; kx++) {
+        const float gr = static_cast<float>(g[static_cast<size_t>(kx) * 2 * h + y]);
+        const float gi = static_cast<float>(g[static_cast<size_t>(kx) * 2 * h + h + y]);
+        ac += gr * MULTIMIX_LOAD_F8(basis.cos_x.data() + static_cast<size_t>(kx) * w + x0);
+        as += gi * MULTIMIX_LOAD_F8(basis.sin_x.data() + static_cast<size_t>(kx) * w + x0);
+      }
+      MULTIMIX_STORE_F8(cc + x0, ac);
+      MULTIMIX_STORE_F8(ss + x0, as);
+    }
+    if (x0 < hx) {
+      for (int x = x0; x < hx; x++) cc[x] = ss[x] = 0.0f;
+      for (int kx = 0; kx < nkx; kx++) {
+        const float gr = static_cast<float>(g[static_cast<size_t>(kx) * 2 * h + y]);
+        const float gi = static_cast<float>(g[static_cast<size_t>(kx) * 2 * h + h + y]);
+        const float *__restrict ct = basis.cos_x.data() + static_cast<size_t>(kx) * w;
+        const float *__restrict st = basis.sin_x.data() + static_cast<size_t>(kx) * w;
+        for (int x = x0; x < hx; x++) {
+          cc[x] += gr * ct[x];
+          ss[x] += gi * st[x];
+        }
+      }
+    }
+    float *__restrict row = out + static_cast<size_t>(y) * w;
+    for (int x = 0; x < hx && x < w; x++) row[x] = cc[x] - ss[x];
+    for (int x = 1; w - x > x; x++) row[w - x] = cc[x] + ss[x];
   }
 }
 
@@ -234,9 +419,11 @@ inline int64_t fmix_count(float lam, int64_t pixels) {
 /// Buffers of fmix_levels, reused across calls.
 struct FmixLevelScratch {
   std::vector<uint16_t> bucket;   // per pixel
+  std::vector<uint32_t> hist;     // 4 interleaved histograms (no store-to-load chains)
   std::vector<int64_t> start;     // per bucket: first rank
-  std::vector<int64_t> fill;
-  std::vector<uint64_t> grouped;  // keys of the needed buckets, grouped by bucket
+  std::vector<uint64_t> keys;     // keys of the pixels in threshold buckets
+  std::vector<uint32_t> members;  // those pixels
+  std::vector<unsigned char> base;  // per bucket: its level, or 255 if it holds a threshold
 };
 
 /// Per-pixel level for K nested fmix masks: mask k takes the `counts[k]` pixels of highest score
@@ -244,69 +431,154 @@ struct FmixLevelScratch {
 /// k >= level[p]. `counts` must be non-decreasing.
 ///
 /// The K thresholds are found together by a bucket select: pixels are binned by score on a
-/// uniform grid between the minimum and the maximum (monotone, so bins respect the order), and
-/// only the bins holding a threshold rank are ordered exactly, by full key.
+/// uniform grid between the minimum and the maximum (monotone, so bins respect the order). A
+/// pixel outside every threshold's bin gets its level from its bin alone (the number of
+/// thresholds in earlier bins); only the pixels of the (at most K) bins holding a threshold rank
+/// are ordered exactly, by full key. The result does not depend on the number of bins.
 inline void fmix_levels(const float *scores, int64_t pixels, const int64_t *counts, int k,
                         unsigned char *levels, FmixLevelScratch &scratch) {
-  constexpr int kBuckets = 4096;
+  const int kBuckets = static_cast<int>(std::min<int64_t>(4096, std::max<int64_t>(16, pixels / 8)));
   float lo = scores[0], hi = scores[0];
-  for (int64_t p = 1; p < pixels; p++) {
-    lo = scores[p] < lo ? scores[p] : lo;
-    hi = scores[p] > hi ? scores[p] : hi;
+  {
+    VecF8 vlo = {}, vhi = {};
+    vlo += lo;
+    vhi += hi;
+    int64_t p = 0;
+    for (; p + 8 <= pixels; p += 8) {
+      const VecF8 v = MULTIMIX_LOAD_F8(scores + p);
+      vlo = v < vlo ? v : vlo;
+      vhi = v > vhi ? v : vhi;
+    }
+    for (int j = 0; j < 8; j++) {
+      lo = vlo[j] < lo ? vlo[j] : lo;
+      hi = vhi[j] > hi ? vhi[j] : hi;
+    }
+    for (; p < pixels; p++) {
+      lo = scores[p] < lo ? scores[p] : lo;
+      hi = scores[p] > hi ? scores[p] : hi;
+    }
   }
   float scale = hi > lo ? kBuckets / (hi - lo) : 0.0f;
-  if (!std::isfinite(scale)) scale = 0.0f;  // a range too narrow to divide: one bucket
+  if (!std::isfinite(scale)) scale = 0.0f;
   auto &bucket = scratch.bucket;
   bucket.resize(pixels);
-  scratch.start.assign(kBuckets + 1, 0);
+  uint16_t *__restrict bk = bucket.data();
   for (int64_t p = 0; p < pixels; p++) {
     int b = static_cast<int>((scores[p] - lo) * scale);
     b = b < 0 ? 0 : (b < kBuckets - 1 ? b : kBuckets - 1);
-    b = kBuckets - 1 - b;  // high scores first
-    bucket[p] = static_cast<uint16_t>(b);
-    scratch.start[b + 1]++;
+    bk[p] = static_cast<uint16_t>(kBuckets - 1 - b);
   }
-  for (int b = 0; b < kBuckets; b++) scratch.start[b + 1] += scratch.start[b];
-
-  // the bucket of each threshold rank, and the keys of those buckets grouped by bucket
-  std::vector<char> needed(kBuckets, 0);
+  scratch.hist.assign(4 * kBuckets, 0);
+  uint32_t *__restrict hist = scratch.hist.data();
+  {
+    int64_t p = 0;
+    for (; p + 4 <= pixels; p += 4) {
+      hist[bk[p]]++;
+      hist[kBuckets + bk[p + 1]]++;
+      hist[2 * kBuckets + bk[p + 2]]++;
+      hist[3 * kBuckets + bk[p + 3]]++;
+    }
+    for (; p < pixels; p++) hist[bk[p]]++;
+  }
+  auto &start = scratch.start;
+  start.resize(kBuckets + 1);
+  start[0] = 0;
+  for (int b = 0; b < kBuckets; b++)
+    start[b + 1] = start[b] + hist[b] + hist[kBuckets + b] + hist[2 * kBuckets + b] +
+                   hist[3 * kBuckets + b];
   int threshold_bucket[kMaxK];
   for (int s = 0; s < k; s++) {
-    threshold_bucket[s] = -1;
-    if (counts[s] <= 0 || counts[s] >= pixels) continue;
+    if (counts[s] <= 0) { threshold_bucket[s] = -1; continue; }
+    if (counts[s] >= pixels) { threshold_bucket[s] = kBuckets; continue; }
     const int64_t rank = counts[s] - 1;
-    int b = static_cast<int>(std::upper_bound(scratch.start.begin(), scratch.start.end(), rank) -
-                             scratch.start.begin()) - 1;
-    threshold_bucket[s] = b;
-    needed[b] = 1;
+    threshold_bucket[s] =
+        static_cast<int>(std::upper_bound(start.begin(), start.end(), rank) - start.begin()) - 1;
   }
-  scratch.grouped.resize(pixels);
-  scratch.fill.assign(scratch.start.begin(), scratch.start.end() - 1);
-  for (int64_t p = 0; p < pixels; p++) {
-    if (needed[bucket[p]])
-      scratch.grouped[scratch.fill[bucket[p]]++] = fmix_key(scores[p], static_cast<unsigned>(p));
+  // a bucket's level: the steps whose threshold bucket lies before it (255: holds a threshold)
+  scratch.base.resize(kBuckets);
+  unsigned char *base = scratch.base.data();
+  {
+    // threshold buckets are non-decreasing in s
+    int s = 0;
+    for (int b = 0; b < kBuckets; b++) {
+      while (s < k && threshold_bucket[s] < b) s++;
+      base[b] = static_cast<unsigned char>(s);
+    }
+    for (int t = 0; t < k; t++)
+      if (threshold_bucket[t] >= 0 && threshold_bucket[t] < kBuckets)
+        base[threshold_bucket[t]] = 255;
   }
-  uint64_t limits[kMaxK];  // a pixel is taken at step s iff its key < limits[s]
+  // the same levels 16 pixels at a time: count the threshold buckets below each pixel's bucket
+  int before_all = 0, nd = 0;  // steps that take nothing; distinct threshold buckets in the grid
+  uint16_t distinct[kMaxK];
+  int16_t steps_at[kMaxK];
   for (int s = 0; s < k; s++) {
-    if (counts[s] <= 0) {
-      limits[s] = 0;
-    } else if (counts[s] >= pixels) {
-      limits[s] = ~0ull;
-    } else {
-      const int b = threshold_bucket[s];
-      auto first = scratch.grouped.begin() + scratch.start[b];
-      auto last = scratch.grouped.begin() + scratch.start[b + 1];
-      auto nth = first + (counts[s] - 1 - scratch.start[b]);
-      std::nth_element(first, nth, last);
-      limits[s] = *nth + 1;
+    const int t = threshold_bucket[s];
+    if (t < 0) {
+      before_all++;
+    } else if (t < kBuckets) {
+      if (nd > 0 && distinct[nd - 1] == t) {
+        steps_at[nd - 1]++;
+      } else {
+        distinct[nd] = static_cast<uint16_t>(t);
+        steps_at[nd++] = 1;
+      }
     }
   }
-  // limits are non-decreasing, so the steps that do not take p are a prefix: count them
-  for (int64_t p = 0; p < pixels; p++) {
-    const uint64_t key = fmix_key(scores[p], static_cast<unsigned>(p));
-    int level = 0;
-    for (int s = 0; s < k; s++) level += key >= limits[s];
-    levels[p] = static_cast<unsigned char>(level);
+  int64_t p = 0;
+  for (; p + 16 <= pixels; p += 16) {
+    const VecU16 b = MULTIMIX_LOAD_U16(bk + p);
+    VecI16 l = {}, member = {};
+    l += static_cast<int16_t>(before_all);
+    for (int j = 0; j < nd; j++) {
+      l += (b > distinct[j]) & steps_at[j];  // comparisons give -1 (true) or 0 per lane
+      member |= b == distinct[j];
+    }
+    const VecU8x16 narrow = __builtin_convertvector(l | member, VecU8x16);  // -1 -> 255
+    std::memcpy(levels + p, &narrow, sizeof(narrow));
+  }
+  auto &members = scratch.members;
+  members.clear();
+  for (int64_t q = 0; q < p; q += 8) {  // levels are <= kMaxK < 128: 255 alone has the top bit
+    uint64_t word;
+    std::memcpy(&word, levels + q, sizeof(word));
+    if (word & 0x8080808080808080ull) {
+      for (int64_t j = q; j < q + 8; j++)
+        if (levels[j] == 255) members.push_back(static_cast<uint32_t>(j));
+    }
+  }
+  for (; p < pixels; p++) {
+    const unsigned char l = base[bk[p]];
+    levels[p] = l;
+    if (l == 255) members.push_back(static_cast<uint32_t>(p));
+  }
+  if (members.empty()) return;
+  // keys of the threshold buckets' pixels, grouped by bucket (members are in pixel order)
+  auto &keys = scratch.keys;
+  keys.resize(members.size());
+  for (size_t i = 0; i < members.size(); i++) keys[i] = fmix_key(scores[members[i]], members[i]);
+  std::sort(keys.begin(), keys.end());  // key order is bucket order (bins are monotone in the key)
+  // the pixels of bucket b occupy ranks [start[b], start[b+1]); their sorted keys are contiguous
+  size_t pos = 0;
+  int prev_b = -2;
+  for (int s = 0; s < k; s++) {
+    const int b = threshold_bucket[s];
+    if (b < 0 || b >= kBuckets || b == prev_b) continue;
+    prev_b = b;
+    const size_t n = static_cast<size_t>(start[b + 1] - start[b]);
+    // limits of every step with this threshold bucket
+    uint64_t lim[kMaxK];
+    int ns = 0;
+    for (int t = s; t < k && threshold_bucket[t] == b; t++)
+      lim[ns++] = keys[pos + (counts[t] - 1 - start[b])] + 1;
+    const int before = s;  // the steps whose threshold bucket lies before b
+    for (size_t i = 0; i < n; i++) {
+      const uint64_t key = keys[pos + i];
+      int level = before;
+      for (int j = 0; j < ns; j++) level += key >= lim[j];
+      levels[static_cast<uint32_t>(key)] = static_cast<unsigned char>(level);
+    }
+    pos += n;
   }
 }
 
