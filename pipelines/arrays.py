@@ -99,7 +99,8 @@ def array_train_pipeline(dataset: ArrayDataset, *, batch_size: int, k: int = 5,
                          num_threads: int = 2, device: str = "cpu",
                          augment_copies: int = 1, rotate: float = 0.0,
                          lambda_scope: str = "batch", mixer: Optional[Callable] = None,
-                         drop_last: bool = False) -> Pipeline:
+                         drop_last: bool = False, enable_checkpointing: bool = False,
+                         checkpoint: Optional[str] = None) -> Pipeline:
     """Training pipeline: random crop (zero padding `pad`), flip, normalise (CHW float32), then
     multimix (Shen et al.). Outputs (images (B, K, C, H, W), labels, partner_labels, weights), or
     (images (B, C, H, W), labels) with mix=False.
@@ -113,6 +114,10 @@ def array_train_pipeline(dataset: ArrayDataset, *, batch_size: int, k: int = 5,
     first_epoch: the epoch the pipeline starts at (the sample order is a function of seed and
         epoch, so a resumed run continues the same sequence).
     drop_last: leave out the last partial batch of each epoch (every batch then has batch_size).
+    enable_checkpointing, checkpoint: DALI checkpointing (``pipe.checkpoint()`` or the iterator's
+        ``checkpoints()``; a pipeline built with ``checkpoint=`` continues from the saved epoch and
+        iteration). The source is a function of (epoch, iteration) (``batch_info``), which DALI
+        restores; the augmentation's random operators and multimix restore their streams.
     """
     _check_shapes(dataset, batch_size, pad)
     if mean is None or std is None:
@@ -125,7 +130,8 @@ def array_train_pipeline(dataset: ArrayDataset, *, batch_size: int, k: int = 5,
         raise ValueError(f"rotate must be >= 0 degrees; got {rotate}")
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, seed=seed,
-                  device_id=0 if device == "gpu" else None, exec_dynamic=True)
+                  device_id=0 if device == "gpu" else None, exec_dynamic=True,
+                  enable_checkpointing=enable_checkpointing, checkpoint=checkpoint)
     def pipe():
         images, labels = _source(dataset, batch_size, True, seed, shard_id, num_shards,
                                  first_epoch, drop_last)

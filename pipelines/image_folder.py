@@ -40,6 +40,23 @@ def verify_image(path: str) -> Optional[str]:
     return None
 
 
+def find_undecodable_images(files: Sequence[str], limit: int = 10) -> list:
+    """[(path, reason)] of the first `limit` files that DALI's image decoder (the pipelines' own,
+    on the CPU) cannot decode: for naming the file after a decode error mid-epoch, where DALI's
+    message does not say which file failed. Decodes every file until `limit` are found."""
+    from .folders import DaliVerifier
+
+    verify = DaliVerifier(lambda encoded: fn.decoders.image(encoded, device="cpu"))
+    bad = []
+    for path in files:
+        reason = verify(path)
+        if reason is not None:
+            bad.append((path, reason))
+            if len(bad) >= limit:
+                break
+    return bad
+
+
 def list_image_folder(root: Union[str, Path], *, verify: bool = True, skip_corrupt: bool = False,
                       extensions: Sequence[str] = IMAGE_EXTENSIONS) -> FileList:
     """Files and labels of `root`/<class>/<image> (see folders.list_class_folder). verify decodes
@@ -71,14 +88,16 @@ def image_folder_train_pipeline(file_list: FileList, *, batch_size: int, size: i
                                 mean: Sequence[float] = IMAGENET_MEAN,
                                 std: Sequence[float] = IMAGENET_STD, crop: str = "random_resized",
                                 pad: int = 4, lambda_scope: str = "batch",
-                                mixer: Optional[Callable] = None) -> Pipeline:
+                                mixer: Optional[Callable] = None, enable_checkpointing: bool = False,
+                                checkpoint: Optional[str] = None) -> Pipeline:
     """Training: a random crop to size x size, flip, normalise (CHW float32), multimix.
     crop="random_resized": random-resized crop (area 8-100%, aspect 3/4-4/3) resized to size;
     crop="pad": no resize: the decoded image padded by `pad` zeros on each side and cut to
     size x size at a random offset (for images stored at the model's size, e.g. Tiny-ImageNet).
     Outputs (images (B, K, 3, size, size), labels, partner_labels, weights), or (images, labels)
     with mix=False. `mixer(images, labels)` replaces the multimix step. Use reader_name="Reader"
-    in the iterator."""
+    in the iterator. enable_checkpointing, checkpoint: DALI checkpointing (the reader, the random
+    operators and multimix restore their state from ``checkpoint``)."""
     decoder = _decoder_device(device)
     if crop not in CROPS:
         raise ValueError(f"crop must be one of {CROPS}; got {crop!r}")
@@ -89,7 +108,8 @@ def image_folder_train_pipeline(file_list: FileList, *, batch_size: int, size: i
                         lambda_scope=lambda_scope)
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, seed=seed,
-                  device_id=0 if device == "gpu" else None)
+                  device_id=0 if device == "gpu" else None,
+                  enable_checkpointing=enable_checkpointing, checkpoint=checkpoint)
     def pipe():
         jpegs, labels = _reader(file_list, True, shard_id, num_shards, seed)
         if crop == "pad":

@@ -76,12 +76,15 @@ def speech_train_pipeline(file_list: FileList, *, batch_size: int, k: int = 5, a
                           features: str = "stft", n_mels: int = 40, seconds: float = 1.0,
                           shard_id: int = 0, num_shards: int = 1, seed: int = 0,
                           num_threads: int = 2, lambda_scope: str = "batch",
-                          mixer: Optional[Callable] = None) -> Pipeline:
+                          mixer: Optional[Callable] = None, enable_checkpointing: bool = False,
+                          checkpoint: Optional[str] = None) -> Pipeline:
     """Outputs (spectrograms (B, K, *feature_shape), labels, partner_labels, weights), or
     (spectrograms (B, *feature_shape), labels) with mix=False; layout CHW with H = frequency and
     W = 10 ms frames. features: "stft" (default; GCommandsPytorch's normalised log(1 + |STFT|),
     161 x 101) or "logmel" (n_mels log-mel bands). `mixer(maps, labels)` replaces the multimix
-    step. Use reader_name="Reader" in the iterator."""
+    step. Use reader_name="Reader" in the iterator. enable_checkpointing, checkpoint: DALI
+    checkpointing (the reader, the random operators and multimix restore their state from
+    ``checkpoint``)."""
     check_shard(shard_id, num_shards)
     feature_shape(features, n_mels)
     if mode not in ("mixup", "cutmix"):
@@ -91,7 +94,8 @@ def speech_train_pipeline(file_list: FileList, *, batch_size: int, k: int = 5, a
                         lambda_scope=lambda_scope)
     length = int(round(seconds * SAMPLE_RATE))
 
-    @pipeline_def(batch_size=batch_size, num_threads=num_threads, seed=seed, device_id=None)
+    @pipeline_def(batch_size=batch_size, num_threads=num_threads, seed=seed, device_id=None,
+                  enable_checkpointing=enable_checkpointing, checkpoint=checkpoint)
     def pipe():
         encoded, labels = fn.readers.file(files=list(file_list.files), labels=list(file_list.labels),
                                           shard_id=shard_id, num_shards=num_shards,

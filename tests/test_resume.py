@@ -342,3 +342,11 @@ def test_the_logged_lr_is_the_one_of_the_epochs_first_step(whole):
     rows = json.loads(json.dumps(checkpoint.load(whole / "checkpoint_rank0.pt")["history"]))
     assert [r["lr"] for r in rows] == pytest.approx([0.05 * (1 + math.cos(math.pi * e / 3)) / 2
                                                      for e in range(3)])
+
+
+def test_the_checkpoint_carries_the_pipeline_state_of_its_epoch(whole):
+    """What lets the one pipeline of a run be restored on resume (train.data.TrainLoader)."""
+    for name, epoch in (("checkpoint_rank0.pt", 3), ("checkpoint_rank0.pt.prev", 2)):
+        state = checkpoint.load(whole / name)["pipeline"]
+        assert state["first_epoch"] == 0 and state["next_epoch"] == epoch, name
+        assert isinstance(state["dali"], (str, bytes)) and len(state["dali"]) > 0, name

@@ -32,6 +32,9 @@ MAGIC = b"MMXCKPT1"
 HEADER = struct.Struct("<8s32sQ")  # magic, sha256 of the payload, payload length
 REQUIRED_KEYS = ("model", "optimizer", "scaler", "mix_generator", "torch_rng", "history", "epoch",
                  "config")
+# also saved: "pipeline", the training data pipeline's state between epochs (data.TrainLoader.state:
+# DALI's serialized checkpoint, so that a resumed run continues the same batches); optional, as
+# checkpoints written before the pipeline was reused across epochs lack it
 KILL_STAGES = ("partial", "before_rename", "between_renames", "after_rename")
 _saves = 0  # checkpoint saves by this process (for TRAIN_CHECKPOINT_KILL)
 

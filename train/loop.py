@@ -103,7 +103,7 @@ def train(cfg: TrainConfig) -> dict:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and device.type == "cuda" and amp_dtype == torch.float16)
     non_blocking = cfg.non_blocking and device.type == "cuda"
     mix_generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
-    history, start_epoch = [], 0
+    history, start_epoch, pipeline_state = [], 0, None
     ckpt_path = checkpoint.checkpoint_path(out, rank)
     if state is not None:  # verified and matching the config (checkpoint.prepare)
         model.load_state_dict(state["model"])
@@ -112,6 +112,10 @@ def train(cfg: TrainConfig) -> dict:
         mix_generator.set_state(state["mix_generator"])
         torch.set_rng_state(state["torch_rng"])
         history, start_epoch = state["history"], state["epoch"]
+        pipeline_state = state.get("pipeline")  # None in checkpoints written before pipeline reuse
+        if pipeline_state is None and start_epoch < cfg.epochs:
+            print(f"checkpoint has no data pipeline state: the batches from epoch {start_epoch + 1} "
+                  f"on differ from those of an uninterrupted run", flush=True)
         state = None  # the tensors now live in the model and optimiser
     manifold = (ManifoldMultiMix(model, cfg.manifold_layers, k=interpolations(method, cfg.k), alpha=cfg.alpha,
                                  lambda_sampling=cfg.lambda_sampling, lambda_scope=cfg.lambda_scope,
@@ -124,7 +128,8 @@ def train(cfg: TrainConfig) -> dict:
                          f"normalised per clip)")
     puzzle = (PuzzleMix(interpolations(method, cfg.k), alpha=cfg.alpha, solver=cfg.puzzle_solver,
                         clean_lam=cfg.clean_lam, mean=data.mean, std=data.std, generator=mix_generator,
-                        lambda_scope=cfg.lambda_scope, workers=cfg.num_threads)
+                        lambda_scope=cfg.lambda_scope, t_size=cfg.puzzle_t_size,
+                        beta=cfg.puzzle_beta, neigh_size=cfg.puzzle_neigh_size, workers=cfg.num_threads)
               if method.puzzle else
               SaliencyMix(interpolations(method, cfg.k), alpha=cfg.alpha, lambda_scope=cfg.lambda_scope,
                           generator=mix_generator)
@@ -139,8 +144,13 @@ def train(cfg: TrainConfig) -> dict:
         writer = SummaryWriter(str(out / "tensorboard"))
     calibration = None
 
+    loader = None
     for epoch in range(start_epoch, cfg.epochs):
-        loader = train_loader(cfg, method, data, epoch, rank, world, dali_device)
+        # one pipeline for the run (a new one only where the image size changes), restored from
+        # the checkpoint on resume: see data.TrainLoader
+        loader = train_loader(cfg, method, data, epoch, rank, world, dali_device, reuse=loader,
+                              state=pipeline_state)
+        pipeline_state = None
         net.train()
         t0 = time.perf_counter()
         stats, interval = StepStats(device), StepStats(device)  # on the device: no host sync per step
@@ -205,7 +215,8 @@ def train(cfg: TrainConfig) -> dict:
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(),
             "mix_generator": mix_generator.get_state(), "torch_rng": torch.get_rng_state(),
-            "history": history, "epoch": epoch + 1, "config": asdict(cfg)}, ckpt_path)
+            "history": history, "epoch": epoch + 1, "config": asdict(cfg),
+            "pipeline": loader.state()}, ckpt_path)
 
     if rank == 0:
         writer.close()
