@@ -135,6 +135,21 @@ def test_lambdas_unsorted():
     assert "argument `lambdas` of sample 1: expected non-decreasing values" in msg
 
 
+@pytest.mark.parametrize("value, word", [(1e-50, "underflows"), (1e300, "overflows")])
+def test_float64_lambdas_that_float32_cannot_hold_are_named(value, word):
+    """A float64 override is not converted silently: 1e-50 would become 0 (a valid ratio) and
+    1e300 inf; the message names the value passed, not the converted one."""
+    lambdas = np.array([[0.1, 0.2], [value, 0.5], [0.3, 0.4]], np.float64)
+    msg = run_error(IMAGES, k=2, arg_inputs={"lambdas": lambdas})
+    assert f"argument `lambdas` of sample 1: value 0 ({value:g}) {word} float32" in msg
+
+
+def test_float64_lambdas_within_float32_are_used():
+    lambdas = np.array([[0.1, 0.2], [0.25, 0.5], [0.0, 1.0]], np.float64)
+    weights = run_multimix(IMAGES, LABELS, layout="HWC", k=2, arg_inputs={"lambdas": lambdas})[0][1]
+    np.testing.assert_array_equal(weights, lambdas.astype(np.float32))
+
+
 def test_lambdas_of_wrong_dtype():
     msg = run_error(IMAGES, k=2, arg_inputs={"lambdas": np.full((3, 2), 1, np.int32)})
     assert "argument `lambdas`: expected dtype float32 or float64; got int32" in msg

@@ -375,3 +375,41 @@ def test_worker_processes_give_the_same_masks(solver):
     pixels = serial.pixels(x)
     assert torch.equal(serial.masks(saliency, pixels, partners, lam, block_num=8),
                        parallel.masks(saliency, pixels, partners, lam, block_num=8))
+
+
+# ---------------------------------------------------------------- worker processes
+
+SCRIPT_WITHOUT_MAIN_GUARD = """
+import torch
+from dali_multimix.torch.puzzle import PuzzleMix, input_saliency
+from train.models import SmallCNN
+torch.manual_seed(0)
+x = torch.randn(4, 3, 16, 16)
+saliency = input_saliency(SmallCNN(4, 3), x, torch.arange(4))
+mixer = PuzzleMix(2, mean=[129.3, 124.1, 112.4], std=[68.2, 65.4, 70.4], solver="swap", workers=2)
+try:
+    mixer.mix(x, saliency, torch.tensor([1, 0, 3, 2]), torch.tensor([[0.3, 0.7]] * 4), 4)
+except RuntimeError as err:
+    if __name__ != "__main__":  # a spawned worker re-running this script: it dies, as a user's would
+        raise
+    print("CAUGHT:", err)
+"""
+
+
+def test_workers_in_a_script_without_main_guard_fail_with_the_cause(tmp_path):
+    """Spawned workers re-import the main script; without an ``if __name__ == "__main__":`` guard
+    they die. The user gets a RuntimeError that says so, not a bare BrokenProcessPool."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "no_guard.py"
+    script.write_text(SCRIPT_WITHOUT_MAIN_GUARD)
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          env=env, cwd=tmp_path)
+    out = done.stdout
+    assert "CAUGHT: PuzzleMix: the 2 graph-cut worker processes" in out, (out, done.stderr[-2000:])
+    assert "workers=2" in out and 'if __name__ == "__main__":' in out

@@ -263,6 +263,13 @@ ORIGINALS = [
     ([TINY], "mean", [127.5] * 3, "Puzzle Mix load_data.py: mean = [x / 255 for x in [127.5] * 3]"),
     ([TINY], "std", [127.5] * 3, "Puzzle Mix load_data.py: std = [x / 255 for x in [127.5] * 3]"),
     ([TINY], "clean_lam", 1.0, "Puzzle Mix README (Tiny-ImageNet): --clean_lam 1"),
+    ([TINY], "puzzle_t_size", -1, "Puzzle Mix README (Tiny-ImageNet): no --t_size; main.py default -1"),
+    (CIFAR, "puzzle_t_size", 4, "Puzzle Mix README (CIFAR-100): --t_size 4"),
+    (CIFAR + [TINY], "puzzle_beta", 1.2, "Puzzle Mix README: --beta 1.2"),
+    (CIFAR + [TINY], "puzzle_neigh_size", 4, "Puzzle Mix README: --neigh_size 4"),
+    ([IMAGENET], "puzzle_beta", 1.5, "Puzzle Mix imagenet_fast configs_fast_phase1.yml: beta: 1.5"),
+    ([IMAGENET], "puzzle_neigh_size", 2, "Puzzle Mix imagenet_fast lib/utils.py: get_mask(neigh_size=2)"),
+    ([IMAGENET], "puzzle_t_size", -1, "Puzzle Mix imagenet_fast: transport on the block grid"),
     ([IMAGENET], "clean_lam", 1.0, "Puzzle Mix imagenet_fast configs_fast_phase1.yml: clean_lam: 1"),
     (TABLE_I + [TABLE_II], "clean_lam", 0.0, "Puzzle Mix main.py: --clean_lam default=0.0"),
     (CIFAR + [TINY], "nesterov", True, "Puzzle Mix main.py: SGD(..., nesterov=True)"),
@@ -542,9 +549,107 @@ def test_lambda_scope_reaches_the_torch_parts(tiny_npz, tmp_path, monkeypatch, m
     assert seen["lambda_scope"] == "sample"
 
 
+def test_puzzle_options_reach_puzzle_mix(tiny_npz, tmp_path, monkeypatch):
+    import train.loop as loop
+
+    seen = {}
+    original = loop.PuzzleMix
+
+    def recording(*args, **kwargs):
+        seen.update(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "PuzzleMix", recording)
+    train(tiny_config(tiny_npz, tmp_path, method="puzzle_mix", train_subset=8, puzzle_t_size=-1,
+                      puzzle_beta=1.5, puzzle_neigh_size=2))
+    assert (seen["t_size"], seen["beta"], seen["neigh_size"]) == (-1, 1.5, 2)
+    with pytest.raises(ValueError, match=r"config key 'puzzle_t_size': expected a cell side >= 1 or -1"):
+        load_config(None, ("puzzle_t_size=0",))
+
+
 def test_puzzle_mix_trains_on_an_image_folder(tiny_folder, tmp_path):
     """The file reader's int32 labels reach the saliency pass's cross-entropy as class indices."""
     cfg = tiny_config(tiny_folder, tmp_path, dataset="image_folder", image_size=16, image_crop="pad",
                       method="multimix_puzzle", clean_lam=1.0, mean="127.5", std="127.5")
     [row] = train(cfg)["history"]
     assert row["steps"] == 2 and np.isfinite(row["train_loss"])
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_a_corrupt_image_mid_epoch_is_named(tiny_folder, tmp_path, split):
+    """The harness lists image folders without decoding every file; a corrupt one fails the
+    epoch, and the error names it (not DALI's bare "nvImageCodec failure")."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_folder, root)
+    bad = root / split / "c2" / "1.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)  # a PNG header, then garbage
+    cfg = tiny_config(root, tmp_path / "out", dataset="image_folder", image_size=16, image_crop="pad",
+                      method="none", mean="127.5", std="127.5", train_subset=0)
+    with pytest.raises(ValueError, match=r"images that DALI cannot decode \(1\): .*c2/1\.png"):
+        train(cfg)
+
+
+def epoch_batches(loader) -> list:
+    """The batches of one epoch of a training loader, as tuples of tensors."""
+    return [tuple(b.values()) if isinstance(b, dict) else tuple(b) for b in loader]
+
+
+def same_batches(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(len(x) == len(y) and all(torch.equal(s, t) for s, t in zip(x, y))
+                                    for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("dataset", ["npz", "image_folder", "speech"])
+def test_a_restored_pipeline_yields_the_batches_of_the_uninterrupted_one(tiny_npz, tiny_folder, tiny_speech,
+                                                                         tmp_path, dataset):
+    """One pipeline for all epochs: each epoch is exact (every usable sample once, no partial
+    batch) and new; a pipeline restored from the state saved after epoch e yields epochs e, e+1
+    bit for bit as the uninterrupted one; a state of another epoch is refused."""
+    from train.data import TrainLoader
+    root = {"npz": tiny_npz, "image_folder": tiny_folder, "speech": tiny_speech}[dataset]
+    extra = dict(image_size=16, image_crop="pad", mean="127.5", std="127.5") \
+        if dataset == "image_folder" else {}
+    cfg = tiny_config(root, tmp_path, dataset=dataset, train_subset=12 if dataset == "npz" else 0,
+                      batch_size=2, k=2, method="multimix", **extra)
+    data = load_data(cfg)
+    n = data.train_size()
+    data.train = (type(data.train)(data.train.images, np.arange(n)) if data.arrays else
+                  type(data.train)(data.train.files, list(range(n)), data.train.classes, data.train.skipped))
+    method = METHODS["multimix"]
+    builds = TrainLoader.builds
+    loader = train_loader(cfg, method, data, 0)
+    epochs, states = [], []
+    for epoch in range(3):
+        assert train_loader(cfg, method, data, epoch, reuse=loader) is loader
+        epochs.append(epoch_batches(loader))
+        states.append(loader.state())
+    assert TrainLoader.builds - builds == 1  # built once, reused for three epochs
+    samples = batch_size(method, 2, 2)  # per batch; the mixed batch repeats each label k times
+    orders = []
+    for batches in epochs:
+        labels = [i for b in batches for i in sorted(set(b[1].reshape(-1).tolist()))]
+        assert len(batches) == n // samples and len(labels) == len(set(labels)) == n // samples * samples
+        orders.append(labels)
+    assert orders[0] != orders[1] and orders[1] != orders[2]  # a new sample order every epoch
+    assert not same_batches(epochs[0], epochs[1]) and not same_batches(epochs[1], epochs[2])
+    assert [s["next_epoch"] for s in states] == [1, 2, 3]
+    restored = train_loader(cfg, method, data, 1, state=states[0])
+    assert same_batches(epoch_batches(restored), epochs[1])
+    assert same_batches(epoch_batches(restored), epochs[2])
+    assert same_batches(epoch_batches(train_loader(cfg, method, data, 2, state=states[1])), epochs[2])
+    with pytest.raises(ValueError, match="pipeline state: saved to continue at epoch 1, but the run "
+                                         "continues at epoch 2"):
+        train_loader(cfg, method, data, 2, state=states[0])
+
+
+def test_the_training_pipeline_is_built_once_per_run_and_per_image_size(tiny_npz, tiny_folder, tmp_path):
+    from train.data import TrainLoader
+    builds = TrainLoader.builds
+    train(tiny_config(tiny_npz, tmp_path / "npz", epochs=3, method="multimix"))
+    assert TrainLoader.builds - builds == 1
+    builds = TrainLoader.builds  # image sizes 12, 16, 16: a new pipeline where the size changes
+    train(tiny_config(tiny_folder, tmp_path / "folder", dataset="image_folder", image_size=8, epochs=3,
+                      image_size_stages="[[0, 12], [1, 16]]", image_crop="pad", mean="127.5", std="127.5"))
+    assert TrainLoader.builds - builds == 2

@@ -42,6 +42,9 @@ class TrainConfig:
     cutout: int = 8                    # hole side for method cutout
     puzzle_solver: str = "exact"       # exact (one s-t cut) | swap (gco, the original's)
     clean_lam: float = 0.0             # Puzzle Mix: weight of the clean loss of the saliency pass
+    puzzle_t_size: int = 4             # Puzzle Mix transport cell side in pixels; -1: the graph-cut block grid (the original's default)
+    puzzle_beta: float = 1.2           # Puzzle Mix smoothness weight beta (CIFAR / Tiny-ImageNet 1.2, ImageNet 1.5)
+    puzzle_neigh_size: int = 4         # Puzzle Mix neighbourhood (pixels) of the border statistics (ImageNet code: 2)
     # optimisation
     epochs: int = 3
     batch_size: int = 100
@@ -256,7 +259,8 @@ CHOICES = {
 RANGES = {
     "train_subset": (0, None), "test_subset": (0, None), "pad": (0, 4096), "image_size": (1, 65536),
     "k": (1, 64), "alpha": (0, None), "copy_rotation": (0, 180), "label_smoothing": (0, 1),
-    "label_noise": (0, 1), "cutout": (0, 65536), "clean_lam": (0, None), "epochs": (1, 10**6),
+    "label_noise": (0, 1), "cutout": (0, 65536), "clean_lam": (0, None), "puzzle_beta": (0, None),
+    "puzzle_neigh_size": (1, 4096), "epochs": (1, 10**6),
     "batch_size": (1, 2**24), "lr": (0, None), "momentum": (0, 1), "weight_decay": (0, None),
     "gamma": (0, None), "ece_bins": (1, 10**6), "noise_std": (0, None), "seed": (0, 2**32 - 1),
     "num_threads": (1, 1024), "log_every": (1, 10**9),
@@ -316,6 +320,9 @@ def validate(cfg: TrainConfig) -> None:
     if METHODS[cfg.method].batch_lambda and cfg.lambda_scope != "batch":
         raise ValueError(f"config key 'lambda_scope': method {cfg.method!r} draws one ratio for the "
                          f"whole batch by definition; got {cfg.lambda_scope!r}")
+    if cfg.puzzle_t_size == 0 or cfg.puzzle_t_size < -1:
+        raise ValueError(f"config key 'puzzle_t_size': expected a cell side >= 1 or -1 (the block grid); "
+                         f"got {cfg.puzzle_t_size}")
     if any(isinstance(m, bool) or not isinstance(m, int) or m < 0 for m in cfg.milestones):
         raise ValueError(f"config key 'milestones': expected integers >= 0; got {cfg.milestones}")
     if cfg.schedule == "step" and (not cfg.milestones or cfg.milestones[0] < 1):

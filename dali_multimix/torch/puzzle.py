@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from math import comb
 from typing import NamedTuple, Optional, Sequence
@@ -77,6 +78,22 @@ def _solver_pool(workers: int) -> ProcessPoolExecutor:
     if workers not in _POOLS:
         _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     return _POOLS[workers]
+
+
+def _map_in_workers(solve, energies: list, workers: int) -> list:
+    """solve(e) for every energy in `workers` spawned processes. A pool that breaks (most often:
+    the script that created it has no ``if __name__ == "__main__":`` guard, so every spawned worker
+    re-runs it) is dropped and reported with that cause instead of a bare BrokenProcessPool."""
+    try:
+        return list(_solver_pool(workers).map(solve, energies,
+                                              chunksize=max(1, len(energies) // (4 * workers))))
+    except BrokenProcessPool as err:
+        _POOLS.pop(workers, None)
+        raise RuntimeError(
+            f"PuzzleMix: the {workers} graph-cut worker processes (workers={workers}) died. Worker "
+            "processes are spawned and re-import the main script: put the script's training code "
+            "under `if __name__ == \"__main__\":`, or use workers=1 (the native solver, the default "
+            "where it is built, runs threads and needs no workers)") from err
 
 
 class PuzzleResult(NamedTuple):
@@ -409,7 +426,7 @@ class PuzzleMix:
         flat = [e for row in energies for e in row]
         solve = partial(solve_swap, scale=swap_scale(block_num)) if self.solver == "swap" else solve_exact
         if self.workers > 1:
-            labels = list(_solver_pool(self.workers).map(solve, flat, chunksize=max(1, len(flat) // (4 * self.workers))))
+            labels = _map_in_workers(solve, flat, self.workers)
         else:
             labels = [solve(e) for e in flat]
         labels = torch.from_numpy(np.stack(labels)).float().reshape(len(energies), -1, block_num, block_num)
