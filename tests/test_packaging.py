@@ -81,6 +81,9 @@ def test_build_info_describes_the_installed_plugin():
     assert isinstance(info["cuda"], bool) and dali_multimix.has_cuda() is info["cuda"]
     assert (info["cuda_version"] is None) is (not info["cuda"])
     assert Path(info["plugin"]).is_file()
+    if info["cuda"]:  # every GPU generation CUDA 13 supports, not just the compiler's default
+        archs = info["cuda_architectures"].split(";")
+        assert archs == ["75-real", "80-real", "86-real", "89-real", "90"], archs
 
 
 def test_another_dali_version_is_refused_with_the_fix(tmp_path):
