@@ -13,7 +13,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from dali_multimix.torch import mixed_cross_entropy, multimix_batch

@@ -118,3 +118,28 @@ def run_multimix(images, labels, *, device="cpu", layout="HWC", num_threads=2, s
 @pytest.fixture
 def int_labels():
     return lambda b: [np.array(i, dtype=np.int32) for i in range(b)]
+
+
+def beta_pit(lam: np.ndarray, alpha: float, seed: int = 0) -> np.ndarray:
+    """Probability integral transform F(lambda) of float32 ratios under Beta(alpha, alpha),
+    randomised over each value's float32 rounding interval (so that values rounded to 0 or 1 do
+    not pile up: with alpha < 1 a few percent of the draws round to exactly 1.0)."""
+    from scipy import stats
+
+    lam = lam.astype(np.float32)
+    lo = (lam.astype(np.float64) + np.nextafter(lam, np.float32(-1)).astype(np.float64)) / 2
+    hi = (lam.astype(np.float64) + np.nextafter(lam, np.float32(2)).astype(np.float64)) / 2
+    cdf = stats.beta(alpha, alpha).cdf
+    f_lo, f_hi = cdf(np.clip(lo, 0, 1)), cdf(np.clip(hi, 0, 1))
+    return f_lo + np.random.default_rng(seed).random(lam.shape) * (f_hi - f_lo)
+
+
+def write_tiny_npz(root, n_train: int, n_test: int, size: int):
+    """train.npz / test.npz of size x size x 3 uint8 images in 4 classes (label: index mod 4), each
+    class in its own brightness band so a small model learns them; returns `root`."""
+    rng = np.random.default_rng(0)
+    for name, n in (("train", n_train), ("test", n_test)):
+        labels = np.arange(n) % 4
+        images = (rng.integers(0, 60, (n, size, size, 3)) + 60 * labels[:, None, None, None]).astype(np.uint8)
+        np.savez(root / f"{name}.npz", images=images, labels=labels)
+    return root

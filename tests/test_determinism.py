@@ -26,16 +26,19 @@ def test_same_seed_same_output_whatever_num_threads(photos, mode, scope):
     assert not np.array_equal(different_seed[0][1], runs[0][0][1])
 
 
+@pytest.mark.parametrize("mode", ["cutmix", "fmix"])
 @pytest.mark.parametrize("scope", ["batch", "sample"])
-def test_checkpoint_restores_the_stream(tmp_path, scope):
+def test_checkpoint_restores_the_stream(mode, scope):
+    """DALI checkpointing restores every stream: the per-sample ones and the batch one (ratios,
+    centre, fmix map of lambda_scope="batch")."""
     batch = 6
 
     @pipeline_def(batch_size=batch, num_threads=2, device_id=None, seed=5,
                   enable_checkpointing=True)
     def pipe():
-        x = fn.reshape(fn.random.uniform(range=(0, 255), shape=(8, 8, 3), seed=3), layout="HWC")
+        x = fn.reshape(fn.random.uniform(range=(0, 255), shape=(8, 12, 3), seed=3), layout="HWC")
         y = fn.random.uniform(range=(0, 10), dtype=types.INT32, seed=4)
-        out = dali_multimix.multimix(x, y, k=3, mode="cutmix", lambda_scope=scope)
+        out = dali_multimix.multimix(x, y, k=3, mode=mode, lambda_scope=scope)
         return out.images, out.weights, out.partners
 
     p = pipe()
@@ -44,6 +47,7 @@ def test_checkpoint_restores_the_stream(tmp_path, scope):
         p.run()
     checkpoint = p.checkpoint()
     expected = [[np.array(t.as_tensor()) for t in p.run()] for _ in range(2)]
+    assert not np.array_equal(expected[0][1], expected[1][1])  # the two iterations differ
 
     restored = pipe(checkpoint=checkpoint)
     restored.build()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import run_multimix
+from conftest import beta_pit, run_multimix
 
 
 def draw_lambdas(k: int, alpha: float, sampling: str, seed: int, batch: int = 256,
@@ -18,17 +18,6 @@ def draw_lambdas(k: int, alpha: float, sampling: str, seed: int, batch: int = 25
                         lambda_sampling=sampling, lambda_scope="sample", seed=seed,
                         iterations=iterations)
     return np.concatenate([r[1] for r in runs])  # (batch * iterations, k)
-
-
-def beta_pit(lam: np.ndarray, alpha: float, seed: int = 0) -> np.ndarray:
-    """Probability integral transform F(lambda) of float32 ratios, randomised over each value's
-    float32 rounding interval (with alpha < 1 a few percent of the draws round to exactly 1.0)."""
-    lam = lam.astype(np.float32)
-    lo = (lam.astype(np.float64) + np.nextafter(lam, np.float32(-1)).astype(np.float64)) / 2
-    hi = (lam.astype(np.float64) + np.nextafter(lam, np.float32(2)).astype(np.float64)) / 2
-    cdf = stats.beta(alpha, alpha).cdf
-    f_lo, f_hi = cdf(np.clip(lo, 0, 1)), cdf(np.clip(hi, 0, 1))
-    return f_lo + np.random.default_rng(seed).random(lam.shape) * (f_hi - f_lo)
 
 
 @pytest.mark.parametrize("alpha", [0.2, 1.0, 2.0])

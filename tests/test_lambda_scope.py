@@ -15,12 +15,12 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali import fn, pipeline_def
 from scipy import stats
 from torch import nn
 
 import dali_multimix
-from conftest import given_parameters, overrides_for, run_multimix
+from conftest import beta_pit, given_parameters, overrides_for, run_multimix
 from dali_multimix import sampling
 from dali_multimix.torch import ManifoldMultiMix, multimix_batch
 from reference import multimix_reference
@@ -39,17 +39,6 @@ def partner_masks(images: np.ndarray, mixed: np.ndarray, partners: np.ndarray) -
     another sample (a row paired with itself shows no mask)."""
     return {i: (mixed[i] == images[p, 0, 0, 0]).all(-1)
             for i, p in enumerate(partners) if p != i}
-
-
-def beta_pit(lam: np.ndarray, alpha: float, seed: int = 0) -> np.ndarray:
-    """F(lambda) of float32 ratios under Beta(alpha, alpha), randomised over each value's float32
-    rounding interval (so that values rounded to 0 or 1 do not pile up)."""
-    lam = lam.astype(np.float32)
-    lo = (lam.astype(np.float64) + np.nextafter(lam, np.float32(-1)).astype(np.float64)) / 2
-    hi = (lam.astype(np.float64) + np.nextafter(lam, np.float32(2)).astype(np.float64)) / 2
-    cdf = stats.beta(alpha, alpha).cdf
-    f_lo, f_hi = cdf(np.clip(lo, 0, 1)), cdf(np.clip(hi, 0, 1))
-    return f_lo + np.random.default_rng(seed).random(lam.shape) * (f_hi - f_lo)
 
 
 def assert_sorted_beta_sets(lam: np.ndarray, alpha: float) -> None:
@@ -370,34 +359,6 @@ def test_batch_scope_on_partial_batches():
             np.testing.assert_array_equal(m, masks[0])
         sets.append(tuple(weights[0]))
     assert len(set(sets)) == len(sizes)
-
-
-@pytest.mark.parametrize("mode", ["cutmix", "fmix"])
-def test_batch_scope_checkpoint_restores_the_stream(mode):
-    batch = 6
-
-    @pipeline_def(batch_size=batch, num_threads=2, device_id=None, seed=5,
-                  enable_checkpointing=True)
-    def pipe():
-        x = fn.reshape(fn.random.uniform(range=(0, 255), shape=(8, 12, 3), seed=3), layout="HWC")
-        y = fn.random.uniform(range=(0, 10), dtype=types.INT32, seed=4)
-        out = dali_multimix.multimix(x, y, k=3, mode=mode, lambda_scope="batch")
-        return out.images, out.weights, out.partners
-
-    p = pipe()
-    p.build()
-    for _ in range(2):
-        p.run()
-    checkpoint = p.checkpoint()
-    expected = [[np.array(t.as_tensor()) for t in p.run()] for _ in range(2)]
-    assert not np.array_equal(expected[0][1], expected[1][1])
-
-    restored = pipe(checkpoint=checkpoint)
-    restored.build()
-    got = [[np.array(t.as_tensor()) for t in restored.run()] for _ in range(2)]
-    for e, g in zip(expected, got):
-        for a, b in zip(e, g):
-            np.testing.assert_array_equal(a, b)
 
 
 def test_add_multimix_forwards_the_scope():

@@ -13,12 +13,11 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from conftest import write_tiny_npz
 from train import checkpoint
 from train.checkpoint import CheckpointError
 from train.config import TrainConfig, help_text, load_config
@@ -44,12 +43,7 @@ FINAL_FILES = {"config.yaml", "metrics.csv", "results.json", "curves.png", "reli
 def tiny_npz(tmp_path_factory):
     """32 training / 8 test images, 8x8x3, 4 classes."""
     root = tmp_path_factory.mktemp("tiny_resume")
-    rng = np.random.default_rng(0)
-    for name, n in (("train", 32), ("test", 8)):
-        labels = np.arange(n) % 4
-        images = (rng.integers(0, 60, (n, 8, 8, 3)) + 60 * labels[:, None, None, None]).astype(np.uint8)
-        np.savez(root / f"{name}.npz", images=images, labels=labels)
-    return root
+    return write_tiny_npz(root, 32, 8, 8)
 
 
 def run(*args, kill: str = "", timeout: float = 300, after: float = None):

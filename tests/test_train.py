@@ -19,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import write_tiny_npz
 from train.config import TrainConfig, help_text, load_config, method_alpha, resolved
 from train.data import eval_loader, load_data, train_loader
 from train.loop import train
@@ -33,12 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 def tiny_npz(tmp_path_factory):
     """48 training / 16 test images, 16x16x3, 4 classes (labels: sample index mod 4)."""
     root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    for name, n in (("train", 48), ("test", 16)):
-        labels = np.arange(n) % 4
-        images = (rng.integers(0, 60, (n, 16, 16, 3)) + 60 * labels[:, None, None, None]).astype(np.uint8)
-        np.savez(root / f"{name}.npz", images=images, labels=labels)
-    return root
+    return write_tiny_npz(root, 48, 16, 16)
 
 
 def tiny_config(root, out, **changes) -> TrainConfig:

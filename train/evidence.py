@@ -518,7 +518,7 @@ def _ci(st: dict, key: str = "var") -> str:
 def markdown(results: dict) -> str:
     """The results as markdown tables (the README's "Gradient variance" subsection quotes them)."""
     cfg = results["config"]
-    lines = [f"Gradient variance at fixed weights, Var = E||g - E g||^2 over N = "
+    lines = ["Gradient variance at fixed weights, Var = E||g - E g||^2 over N = "
              + ", ".join(f"{r['draws']} ({n})" for n, r in results["tasks"].items()) + " "
              f"independent minibatch gradients per setting (fresh minibatch and fresh mixing each "
              f"draw); 95% percentile-bootstrap CIs ({cfg['resamples']} resamples, seeded). "
