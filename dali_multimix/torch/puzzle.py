@@ -231,6 +231,8 @@ def _border_penalty(a: torch.Tensor, b: torch.Tensor, k: int):
     (B, n, n-1) horizontal, for blocks of k x k pooled cells."""
     below = (a[:, :, :-1, :] - b[:, :, 1:, :])[:, :, k - 1::k, :]
     right = (a[:, :, :, :-1] - b[:, :, :, 1:])[:, :, :, k - 1::k]
+    if k == 1:  # a 1 x 1 average is the value itself (x / 1 == x exactly): skip the pooling
+        return below.abs().mean(1), right.abs().mean(1)
     return (F.avg_pool2d(below.abs().mean(1), kernel_size=(1, k)),
             F.avg_pool2d(right.abs().mean(1), kernel_size=(k, 1)))
 
@@ -252,8 +254,12 @@ def puzzle_energy_arrays(saliency: torch.Tensor, pixels: torch.Tensor, partners:
     own_pool = F.avg_pool2d(pixels, neigh)
     partner_pool = own_pool[partners]
     # theta[a][b]: a = choice of the upper / left block, b = of the lower / right; 0 own, 1 partner
-    pools = (own_pool, partner_pool)
-    pen = {(a, b): _border_penalty(pools[a], pools[b], k) for a in (0, 1) for b in (0, 1)}
+    # the four (a, b) pairs in one call: rows [q * B, (q + 1) * B) are pair q = 2a + b
+    first_pool = torch.cat((own_pool, own_pool, partner_pool, partner_pool))
+    second_pool = torch.cat((own_pool, partner_pool, own_pool, partner_pool))
+    pen_v, pen_h = _border_penalty(first_pool, second_pool, k)
+    pen = {(a, b): (pen_v[(2 * a + b) * batch:(2 * a + b + 1) * batch],
+                    pen_h[(2 * a + b) * batch:(2 * a + b + 1) * batch]) for a in (0, 1) for b in (0, 1)}
     scale = beta_n * gamma
     cost_own, cost_partner = s_partner.clone(), s_own.clone()  # showing one hides the other
     weights = []
@@ -267,20 +273,19 @@ def puzzle_energy_arrays(saliency: torch.Tensor, pixels: torch.Tensor, partners:
         cost_partner[second] += (t[0, 1] + t[1, 1]) / 2
         weights.append(((t[0, 1] + t[1, 0] - t[0, 0] - t[1, 1]) / 2 + beta_n).clamp_min(0))
     w_v, w_h = (w.double().cpu().numpy() for w in weights)
-    t_grid = np.linspace(0, 1, n_labels)
-    c_own, c_partner = cost_own.double().cpu().numpy(), cost_partner.double().cpu().numpy()
-    base = np.stack([(1 - t) * c_own + t * c_partner for t in t_grid], -1)  # (B, n, n, L)
-    priors = {}  # per distinct lambda, computed as the original (one small array per lambda)
-    lam_rows = lambdas.tolist()
-    prior = np.empty((batch, len(lam_rows[0]) if lam_rows else 0, n_labels))
-    for i, row in enumerate(lam_rows):
-        for j, lam in enumerate(row):
-            if lam not in priors:
-                pmf = np.array([comb(n_labels - 1, l) * lam ** l * (1 - lam) ** (n_labels - 1 - l)
-                                for l in range(n_labels)])
-                priors[lam] = eta * -np.log(pmf + 1e-8) / block_num ** 2
-            prior[i, j] = priors[lam]
-    unary = base[:, None] + prior[:, :, None, None, :]
+    t_grid = torch.from_numpy(np.linspace(0, 1, n_labels))
+    c_own, c_partner = cost_own.cpu().double(), cost_partner.cpu().double()
+    # (1 - t) * c_own + t * c_partner per label t, elementwise in float64: (B, n, n, L)
+    base = (1 - t_grid) * c_own[..., None] + t_grid * c_partner[..., None]
+    # the prior per distinct lambda, computed as the original: the pmf in Python floats, then
+    # eta * -log(pmf + 1e-8) / n^2 in float64 (elementwise, so one array for all lambdas)
+    lams = lambdas.detach().cpu().double().numpy()
+    distinct, index = np.unique(lams, return_inverse=True)
+    pmf = np.array([[comb(n_labels - 1, l) * lam ** l * (1 - lam) ** (n_labels - 1 - l)
+                     for l in range(n_labels)] for lam in distinct.tolist()],
+                   dtype=np.float64).reshape(len(distinct), n_labels)
+    prior = torch.from_numpy((eta * -np.log(pmf + 1e-8) / block_num ** 2)[index.reshape(lams.shape)])
+    unary = (base[:, None] + prior[:, :, None, None, :]).numpy()
     return unary, w_v, w_h
 
 
