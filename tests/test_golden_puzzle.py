@@ -34,17 +34,22 @@ def test_fixtures_are_there_and_small():
         assert path.stat().st_size < 64 * 1024, path.name
 
 
+def assert_images_and_weights_match(out, d) -> None:
+    """Step 0 of `out` (a PuzzleMixed) against the original's transported images, mixed images
+    and ratio (to 1e-6); our weight is the partner's share, the original's ratio the own image's."""
+    np.testing.assert_allclose(out.own_moved[:, 0].numpy(), d["own_moved"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(out.partner_moved[:, 0].numpy(), d["partner_moved"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(out.images[:, 0].numpy(), d["mixed"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(out.weights[:, 0].numpy(), 1 - d["ratio"], rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.stem)
 def test_swap_reproduces_the_original_exactly(path):
     """solver="swap": the original's masks, transported images, mixed images and weights."""
     d, kw, x, saliency, partners, lam, block_num = load(path)
     out = PuzzleMix(1, solver="swap", **kw).mix(x, saliency, partners, lam, block_num)
     np.testing.assert_array_equal(out.masks[:, 0].numpy(), d["masks"])
-    np.testing.assert_allclose(out.own_moved[:, 0].numpy(), d["own_moved"], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(out.partner_moved[:, 0].numpy(), d["partner_moved"], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(out.images[:, 0].numpy(), d["mixed"], rtol=0, atol=1e-6)
-    # our weight is the partner's share, the original's ratio the own image's
-    np.testing.assert_allclose(out.weights[:, 0].numpy(), 1 - d["ratio"], rtol=0, atol=1e-6)
+    assert_images_and_weights_match(out, d)
 
 
 @pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.stem)
@@ -53,10 +58,7 @@ def test_transport_and_mix_of_the_originals_masks(path):
     d, kw, x, saliency, partners, lam, block_num = load(path)
     mask = torch.from_numpy(d["masks"])[:, None]
     out = PuzzleMix(1, **kw).compose(x, saliency, partners, mask)
-    np.testing.assert_allclose(out.own_moved[:, 0].numpy(), d["own_moved"], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(out.partner_moved[:, 0].numpy(), d["partner_moved"], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(out.images[:, 0].numpy(), d["mixed"], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(out.weights[:, 0].numpy(), 1 - d["ratio"], rtol=0, atol=1e-6)
+    assert_images_and_weights_match(out, d)
 
 
 @pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.stem)

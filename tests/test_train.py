@@ -528,34 +528,31 @@ def test_lambda_scope_reaches_the_pipeline(tiny_npz, tmp_path, scope):
     assert bool(torch.all(rows == rows[0])) == (scope == "batch")  # one set of ratios per batch
 
 
-@pytest.mark.parametrize("method, part", [("multimix_manifold", "ManifoldMultiMix"),
-                                          ("multimix_puzzle", "PuzzleMix"), ("saliencymix", "SaliencyMix")])
-def test_lambda_scope_reaches_the_torch_parts(tiny_npz, tmp_path, monkeypatch, method, part):
+def record_keywords(monkeypatch, part: str) -> dict:
+    """Wraps train.loop's `part` (a class the loop constructs) so that the keyword arguments the
+    loop passes it land in the returned dict."""
     import train.loop as loop
 
-    seen = {}
-    original = getattr(loop, part)
+    seen, original = {}, getattr(loop, part)
 
     def recording(*args, **kwargs):
         seen.update(kwargs)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(loop, part, recording)
+    return seen
+
+
+@pytest.mark.parametrize("method, part", [("multimix_manifold", "ManifoldMultiMix"),
+                                          ("multimix_puzzle", "PuzzleMix"), ("saliencymix", "SaliencyMix")])
+def test_lambda_scope_reaches_the_torch_parts(tiny_npz, tmp_path, monkeypatch, method, part):
+    seen = record_keywords(monkeypatch, part)
     train(tiny_config(tiny_npz, tmp_path, method=method, train_subset=8, lambda_scope="sample"))
     assert seen["lambda_scope"] == "sample"
 
 
 def test_puzzle_options_reach_puzzle_mix(tiny_npz, tmp_path, monkeypatch):
-    import train.loop as loop
-
-    seen = {}
-    original = loop.PuzzleMix
-
-    def recording(*args, **kwargs):
-        seen.update(kwargs)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "PuzzleMix", recording)
+    seen = record_keywords(monkeypatch, "PuzzleMix")
     train(tiny_config(tiny_npz, tmp_path, method="puzzle_mix", train_subset=8, puzzle_t_size=-1,
                       puzzle_beta=1.5, puzzle_neigh_size=2))
     assert (seen["t_size"], seen["beta"], seen["neigh_size"]) == (-1, 1.5, 2)

@@ -580,6 +580,13 @@ def plot_variance(results: dict, out: Path) -> list:
     cfg = results["config"]
     paths = []
 
+    def save(fig, title: str, name: str) -> Path:
+        fig.suptitle(title, fontsize=10)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        return out / name
+
     def err(rows):
         v = np.array([r["var"] for r in rows])
         ci = np.array([r["var_ci"] for r in rows])
@@ -596,11 +603,7 @@ def plot_variance(results: dict, out: Path) -> list:
                title=f"{name}: variance vs K (B={cfg['k_batch']}, N={res['draws']})")
         ax.set_xticks(cfg["ks"])
         ax.legend(fontsize=8)
-    fig.suptitle("Prop. III.1: gradient variance vs K at fixed weights (95% bootstrap CI)", fontsize=10)
-    fig.tight_layout()
-    paths.append(out / "variance_vs_k.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(save(fig, "Prop. III.1: gradient variance vs K at fixed weights (95% bootstrap CI)", "variance_vs_k.png"))
 
     panels = [(name, mode) for name in names for mode in results["tasks"][name]["prop_III_2"]]
     fig, axes = plt.subplots(1, len(panels), figsize=(max(5.2 * len(panels), 7.5), 4), squeeze=False)
@@ -627,11 +630,7 @@ def plot_variance(results: dict, out: Path) -> list:
         ax.set_xticklabels([str(b) for b in bs])
         ax.minorticks_off()
         ax.legend(fontsize=7)
-    fig.suptitle("Prop. III.2: multi-mix vs large-batch mixup at equal compute (95% bootstrap CI)", fontsize=10)
-    fig.tight_layout()
-    paths.append(out / "variance_vs_batch.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(save(fig, "Prop. III.2: multi-mix vs large-batch mixup at equal compute (95% bootstrap CI)", "variance_vs_batch.png"))
 
     fig, axes = plt.subplots(1, len(names), figsize=(max(4.6 * len(names), 7.5), 3.8), squeeze=False)
     for ax, name in zip(axes[0], names):
@@ -642,11 +641,7 @@ def plot_variance(results: dict, out: Path) -> list:
         ax.set_xticks(range(len(rows)))
         ax.set_xticklabels(labels)
         ax.set(ylabel="Var[g]", title=f"{name}: mixup K={cfg['k_compare']}, B={cfg['k_batch']}")
-    fig.suptitle("lambda_scope and lambda_sampling (95% bootstrap CI)", fontsize=10)
-    fig.tight_layout()
-    paths.append(out / "scope_sampling.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(save(fig, "lambda_scope and lambda_sampling (95% bootstrap CI)", "scope_sampling.png"))
 
     fig, axes = plt.subplots(1, len(names), figsize=(max(4.8 * len(names), 7.5), 4), squeeze=False)
     for ax, name in zip(axes[0], names):
@@ -659,11 +654,7 @@ def plot_variance(results: dict, out: Path) -> list:
         ax.set(xscale="log", yscale="log", xlabel="Var[g] (measured)", ylabel="E||g||² (surrogate)",
                title=f"{name}: Spearman {res['surrogate']['spearman_all']:.2f}")
         ax.legend(fontsize=8)
-    fig.suptitle("Does the paper's surrogate E||g||² track the variance? (every setting)", fontsize=10)
-    fig.tight_layout()
-    paths.append(out / "surrogate.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(save(fig, "Does the paper's surrogate E||g||² track the variance? (every setting)", "surrogate.png"))
     return paths
 
 
