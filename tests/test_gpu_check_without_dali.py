@@ -4,6 +4,7 @@ skip them with "no GPU" where there is none; where a GPU is seen but cupy cannot
 must fail (not skip), saying so."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,14 @@ def test_without_dali_the_torch_side_imports_from_the_source_tree():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == str(REPO / "dali_multimix" / "torch" / "mixing.py"), out.stdout
+
+
+@pytest.mark.parametrize("env, missing", [({}, "WHEELS"), ({"WHEELS": "/nonexistent"}, "PLUGIN")])
+def test_the_dali_gpu_check_names_what_it_needs(env, missing):
+    """bench/gpu_dali_check.sh (DALI carried to a GPU machine as wheels) stops before installing
+    anything when the wheels' folder or the plugin is not given, and says which."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("WHEELS", "PLUGIN")}
+    out = subprocess.run(["bash", str(REPO / "bench" / "gpu_dali_check.sh")], env={**clean, **env},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert f"set {missing}" in out.stderr, out.stderr

@@ -54,13 +54,19 @@ void Multimix<GPUBackend>::RunImpl(Workspace &ws) {
     levels_gpu = scratch.ToGPU(stream, levels);
     levels_stride = 0;
   } else if (mode_ == ::multimix::kFmix) {
+    // one Fourier noise map per sample: host work, spread over threads (as the CPU backend)
     std::vector<unsigned char> levels(nsamples_ * pixels);
     const TensorList<CPUBackend> *given =
         has_fmix_scores_ ? &ws.ArgumentInput("fmix_scores") : nullptr;
-    FmixScratch fmix_scratch;
-    for (int i = 0; i < nsamples_; i++)
-      ComputeFmixLevels(i, given ? given->tensor<float>(i) : nullptr, &levels[i * pixels],
-                        fmix_scratch);
+    ThreadPool &pool = HostThreadPool(ws);
+    for (int i = 0; i < nsamples_; i++) {
+      pool.AddWork([&, i](int) {
+        thread_local FmixScratch fmix_scratch;
+        ComputeFmixLevels(i, given ? given->tensor<float>(i) : nullptr, &levels[i * pixels],
+                          fmix_scratch);
+      }, pixels);
+    }
+    pool.RunAll();
     levels_gpu = scratch.ToGPU(stream, levels);
   }
 
@@ -89,7 +95,9 @@ void Multimix<GPUBackend>::RunImpl(Workspace &ws) {
     }
     auto *jobs_gpu = scratch.ToGPU(stream, jobs);
     int njobs = static_cast<int>(jobs.size());
-    ::multimix::MixKernel<D><<<GridFor(image_volume, njobs), kBlock, 0, stream>>>(jobs_gpu, njobs);
+    constexpr int kWidth = ::multimix::VectorWidth<D>::value;  // elements per thread and step
+    ::multimix::MixKernel<D><<<GridFor((image_volume + kWidth - 1) / kWidth, njobs), kBlock, 0,
+                               stream>>>(jobs_gpu, njobs);
     CUDA_CALL(cudaGetLastError());
   ), Fail("input `images`: unsupported dtype ", dtype_));  // NOLINT
 

@@ -7,6 +7,7 @@
 #ifndef DALI_MULTIMIX_CSRC_MULTIMIX_H_
 #define DALI_MULTIMIX_CSRC_MULTIMIX_H_
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "dali/core/tensor_layout.h"
 #include "dali/operators/random/rng_base.h"
 #include "dali/pipeline/operator/operator.h"
+#include "dali/pipeline/util/thread_pool.h"
 
 #include "multimix_math.h"
 #include "multimix_sampling.h"
@@ -96,6 +98,18 @@ class Multimix : public rng::OperatorWithRng<Operator<Backend>> {
   /// CPU: writes weights, partner labels and partner indices (outputs 1-3).
   void FillHostOutputs(Workspace &ws);
 
+  /// Threads for host work per sample (GPU backend: the per-sample fmix noise maps): the
+  /// executor's pool where it gives the operator one, else the operator's own, of the pipeline's
+  /// num_threads, made at first use.
+  ThreadPool &HostThreadPool(Workspace &ws) {
+    if (ws.HasThreadPool()) return ws.GetThreadPool();
+    if (!own_thread_pool_)
+      own_thread_pool_ = std::make_unique<OldThreadPool>(
+          std::max(1, spec_.template GetArgument<int>("num_threads")),
+          spec_.template GetArgument<int>("device_id"), false, "multimix host work");
+    return *own_thread_pool_;
+  }
+
   using Base::spec_;
 
   int k_;
@@ -117,6 +131,7 @@ class Multimix : public rng::OperatorWithRng<Operator<Backend>> {
   std::vector<unsigned char> batch_fmix_levels_;  // its levels, when every sample shares them
   bool shared_fmix_levels_ = false;
   FmixScratch batch_fmix_scratch_;
+  std::unique_ptr<ThreadPool> own_thread_pool_;
 
  private:
   void ValidateImages(const Workspace &ws);

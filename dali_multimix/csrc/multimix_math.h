@@ -210,6 +210,40 @@ MULTIMIX_HD void element_yx(long long e, int h, int w, int inner, int *y, int *x
   *y = static_cast<int>((pixel / w) % h);
 }
 
+/// As element_yx, plus the position c inside the pixel (0 .. inner-1), for stepping with
+/// next_element; 32-bit arithmetic when e fits (the GPU's 64-bit division is slow).
+MULTIMIX_HD void element_yxc(long long e, int h, int w, int inner, int *y, int *x, int *c) {
+  if (e < 2147483647LL) {
+    const unsigned int i = static_cast<unsigned int>(e);
+    const unsigned int pixel = i / static_cast<unsigned int>(inner);
+    *c = static_cast<int>(i - pixel * static_cast<unsigned int>(inner));
+    *x = static_cast<int>(pixel % static_cast<unsigned int>(w));
+    *y = static_cast<int>((pixel / static_cast<unsigned int>(w)) % static_cast<unsigned int>(h));
+  } else {
+    const long long pixel = e / inner;
+    *c = static_cast<int>(e - pixel * inner);
+    *x = static_cast<int>(pixel % w);
+    *y = static_cast<int>((pixel / w) % h);
+  }
+}
+
+/// Steps (y, x, c) from element e to element e + 1 (row-major [outer, H, W, inner]).
+MULTIMIX_HD void next_element(int h, int w, int inner, int *y, int *x, int *c) {
+  if (++*c < inner) return;
+  *c = 0;
+  if (++*x < w) return;
+  *x = 0;
+  if (++*y == h) *y = 0;
+}
+
+/// Whether pixel (y, x) of a cutmix or fmix job comes from the partner.
+template <typename T>
+MULTIMIX_HD bool takes_partner(const MixJob<T> &job, int y, int x) {
+  return job.mode == kCutmix ? in_box(job.box, y, x)
+                             : fmix_takes(job.levels[y * job.w + x],
+                                          static_cast<unsigned char>(job.step));
+}
+
 /// Output element e of a job: the definition that both backends implement.
 template <typename T>
 MULTIMIX_HD T mix_element(const MixJob<T> &job, long long e) {
@@ -217,10 +251,7 @@ MULTIMIX_HD T mix_element(const MixJob<T> &job, long long e) {
     return Blend<T>::apply(job.own[e], job.partner[e], job.lam);
   int y, x;
   element_yx(e, job.h, job.w, job.inner, &y, &x);
-  bool take = job.mode == kCutmix ? in_box(job.box, y, x)
-                                  : fmix_takes(job.levels[y * job.w + x],
-                                               static_cast<unsigned char>(job.step));
-  return take ? job.partner[e] : job.own[e];
+  return takes_partner(job, y, x) ? job.partner[e] : job.own[e];
 }
 
 }  // namespace multimix

@@ -4,15 +4,18 @@ way multimix.cu launches them. Shared by the GPU tests (tests/gpu) and bench/ben
 Needs numpy and cupy only."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 
 CSRC = Path(__file__).resolve().parents[2] / "dali_multimix" / "csrc"
+HEADERS = ("multimix_kernels.cuh", "multimix_math.h")  # what the kernels compile
 MODES = {"mixup": 0, "cutmix": 1, "fmix": 2}
 KERNEL_TYPES = {np.dtype(np.uint8): "unsigned char", np.dtype(np.float16): "multimix::Half",
                 np.dtype(np.float32): "float"}
 BLOCK = 256  # multimix.cu's kBlock
+VECTOR_BYTES = 16  # multimix_kernels.cuh's kVectorBytes
 
 # Mirrors multimix::MixJob<T> (multimix_math.h): pointers, then scalars, C alignment.
 MIX_JOB = np.dtype([
@@ -29,15 +32,20 @@ def compile_module():
     import cupy
 
     names = {dt: f"multimix::MixKernel<{t}>" for dt, t in KERNEL_TYPES.items()}
-    module = cupy.RawModule(code='#include "multimix_kernels.cuh"\n',
+    # cupy caches compiled modules by their source text: name the headers' digest in it, or an
+    # edited header would be served its stale binary
+    digest = hashlib.sha256(b"".join((CSRC / h).read_bytes() for h in HEADERS)).hexdigest()
+    module = cupy.RawModule(code=f'// headers {digest}\n#include "multimix_kernels.cuh"\n',
                             options=("--std=c++17", "--fmad=false", f"-I{CSRC}"),
                             name_expressions=list(names.values()))
     return module, names
 
 
-def grid_for(max_elements: int, njobs: int) -> tuple[int, int]:
-    """multimix.cu's GridFor: up to 1024 blocks of 256 threads per job, one grid row per job."""
-    blocks = min(max(-(-max_elements // BLOCK), 1), 1024)
+def grid_for(max_elements: int, njobs: int, itemsize: int = 1) -> tuple[int, int]:
+    """multimix.cu's GridFor: up to 1024 blocks of 256 threads per job, one grid row per job; a
+    thread takes one 16-byte vector (16 // itemsize elements) per step."""
+    width = VECTOR_BYTES // itemsize
+    blocks = min(max(-(-max_elements // (BLOCK * width)), 1), 1024)
     return blocks, min(njobs, 65535)
 
 
@@ -91,4 +99,4 @@ def launch(module, names, out, jobs_gpu, njobs: int, volume: int) -> None:
     """One launch of MixKernel<dtype of out> over `njobs` jobs (jobs_gpu: the uint8 view on the
     device), with the plugin's grid."""
     kernel = module.get_function(names[np.dtype(out.dtype)])
-    kernel(grid_for(volume, njobs), (BLOCK,), (jobs_gpu, np.int32(njobs)))
+    kernel(grid_for(volume, njobs, out.dtype.itemsize), (BLOCK,), (jobs_gpu, np.int32(njobs)))

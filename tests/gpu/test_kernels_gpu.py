@@ -27,11 +27,15 @@ def synthetic_images(batch: int, h: int, w: int, dtype, layout: str) -> np.ndarr
 @pytest.mark.parametrize("mode", ["mixup", "cutmix", "fmix"])
 @pytest.mark.parametrize("dtype", [np.uint8, np.float16, np.float32])
 @pytest.mark.parametrize("layout", ["HWC", "CHW"])
-def test_nvrtc_kernel_matches_reference(cupy_gpu, mode, dtype, layout):
+@pytest.mark.parametrize("h, w", [(64, 42), (7, 13)])
+def test_nvrtc_kernel_matches_reference(cupy_gpu, mode, dtype, layout, h, w):
+    """64x42: every image 16-byte aligned (the vector path), rows that end inside a vector;
+    7x13: images of 273 elements, so most jobs are not aligned (the element path) and the aligned
+    first job has vectors across rows and channel planes, and a tail."""
     cupy = cupy_gpu
     module, names = compile_module()
     rng = np.random.default_rng(7)
-    batch, k, h, w = 5, 4, 64, 48
+    batch, k = 5, 4
     host = synthetic_images(batch, h, w, dtype, layout)
     images = cupy.asarray(host)
     lambdas = np.sort(rng.random((batch, k)), 1).astype(np.float32)
@@ -68,3 +72,31 @@ def test_a_wrong_job_is_caught(cupy_gpu):
     launch(module, names, out, cupy.asarray(jobs.view(np.uint8)), len(jobs), images[0].size)
     expected, _ = multimix_reference(cupy, images, lambdas, partners, mode="mixup", layout="HWC")
     assert not bool((out == expected).all())
+
+
+@pytest.mark.parametrize("mode", ["mixup", "cutmix"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_nvrtc_kernel_with_an_unaligned_output(cupy_gpu, mode, dtype):
+    """Output images one element past a 16-byte boundary: the kernel must take the element path
+    (a 128-bit store there would fault or write the wrong bytes)."""
+    cupy = cupy_gpu
+    module, names = compile_module()
+    rng = np.random.default_rng(11)
+    batch, k, h, w = 4, 3, 32, 32
+    host = synthetic_images(batch, h, w, dtype, "CHW")
+    images = cupy.asarray(host)
+    lambdas = np.sort(rng.random((batch, k)), 1).astype(np.float32)
+    partners = rng.permutation(batch).astype(np.int32)
+    centers = np.stack([rng.integers(0, h, batch), rng.integers(0, w, batch)], 1)
+    storage = cupy.full(batch * k * host[0].size + 1, 7, dtype)
+    out = storage[1:].reshape((batch, k) + host.shape[1:])
+    jobs = make_jobs(out, images, cupy.zeros((batch, h * w), np.uint8), lambdas, partners, centers,
+                     mode=mode, layout="CHW")
+    launch(module, names, out, cupy.asarray(jobs.view(np.uint8)), len(jobs), host[0].size)
+    expected, _ = multimix_reference(cupy, images, lambdas, partners, mode=mode, layout="CHW",
+                                     centers=centers)
+    if dtype == np.uint8:
+        cupy.testing.assert_array_equal(out, expected)
+    else:
+        cupy.testing.assert_allclose(out, expected, rtol=0, atol=1e-6)
+    assert int(storage[0]) == 7  # nothing written before the output
