@@ -176,6 +176,63 @@ def test_transport_moves_whole_blocks_only():
             assert any(torch.equal(block, cells[b, :, i]) for i in range(n * n))
 
 
+def dense_mask_transport(mask, saliency, eps):
+    """The original's rounds on dense one-hot plans (PuzzleMix mixup.py ``mask_transport``), the
+    reference for the sparse rounds of mask_transport."""
+    batch, n = mask.shape[0], mask.shape[-1]
+    cost = eps * cost_matrix(n) - saliency.reshape(batch, -1, 1) * (mask > 0).float().reshape(batch, 1, -1)
+    plan_win = torch.zeros_like(cost)
+    for _ in range(n):
+        plan = torch.zeros_like(cost).scatter_(-1, cost.argmin(-1, keepdim=True), 1)
+        winners = (plan * cost).argmin(-2, keepdim=True)
+        plan_win = torch.zeros_like(cost).scatter_(-2, winners, 1) * plan
+        cost = cost + (1 - plan_win) * plan
+    return plan_win
+
+
+@pytest.mark.parametrize("n", [2, 4, 8, 16])
+@pytest.mark.parametrize("case", ["random", "ties", "flat saliency", "empty mask", "full mask",
+                                  "signed saliency", "signed saliency, full mask",
+                                  "negative saliency, full mask"])
+def test_mask_transport_equals_the_originals_dense_rounds(n, case):
+    """Ties, zero-cost claims and positive-cost claims (signed saliency: a destination whose
+    claims all cost more than the 0 of the sources that did not claim it) included."""
+    g = torch.Generator().manual_seed(n)
+    batch = 12
+    mask = (torch.rand(batch, n, n, generator=g) > 0.5).float()
+    saliency = torch.rand(batch, n, n, generator=g)
+    if case == "ties":  # a few saliency levels: equal costs everywhere
+        saliency = torch.randint(0, 3, (batch, n, n), generator=g).float()
+    elif case == "flat saliency":
+        saliency = torch.zeros(batch, n, n)
+    elif case == "empty mask":
+        mask = torch.zeros(batch, n, n)
+    elif case.endswith("full mask"):
+        mask = torch.ones(batch, n, n)
+    saliency = saliency / saliency.sum((1, 2), keepdim=True).clamp_min(1e-12)
+    if case.startswith("signed"):
+        saliency = torch.randint(-2, 3, (batch, n, n), generator=g).float() / n ** 2
+    elif case.startswith("negative"):  # with eps 0 every source claims cell 0 at a positive cost
+        saliency = -saliency
+    for eps in (0.8, 0.0):
+        assert torch.equal(mask_transport(mask, saliency, eps), dense_mask_transport(mask, saliency, eps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_transport_blocks_equals_the_plan_product(dtype):
+    g = torch.Generator().manual_seed(5)
+    n = 4
+    images = torch.randn(6, 3, 16, 16, generator=g).to(dtype)
+    mask = (torch.rand(6, n, n, generator=g) > 0.5).float()
+    saliency = torch.rand(6, n, n, generator=g)
+    plan = mask_transport(mask, saliency / saliency.sum((1, 2), keepdim=True), eps=0.8)
+    assert bool((plan.sum(1) == 0).any())  # some cells are left empty
+    cells = images.reshape(6, 3, n, 4, n, 4).permute(0, 1, 2, 4, 3, 5).reshape(6, 3, n * n, -1)
+    product = torch.einsum("bij,bcip->bcjp", plan.to(dtype), cells)
+    expected = product.reshape(6, 3, n, n, 4, 4).permute(0, 1, 2, 4, 3, 5).reshape(6, 3, 16, 16)
+    assert torch.equal(transport_blocks(images, plan, n), expected)
+
+
 def test_cost_matrix_is_normalised_squared_distance():
     c = cost_matrix(3)
     assert c.shape == (9, 9) and c[0, 8] == 2.0 and c[0, 1] == 0.25 and (c.diagonal() == 0).all()

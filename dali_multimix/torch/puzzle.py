@@ -319,25 +319,57 @@ def mask_transport(mask: torch.Tensor, saliency: torch.Tensor, eps: float) -> to
     z = cells where the mask shows this image; each source cell claims its cheapest destination,
     in each destination the cheapest claimant wins (by argmin over the claims, as the original,
     so a destination whose claims all cost more than 0 goes to nobody), losers pay 1 more for it.
-    mask, saliency (B, n, n) -> plan (B, n^2, n^2), plan[b, i, j] = 1: cell i moves to cell j."""
+    mask, saliency (B, n, n) -> plan (B, n^2, n^2), plan[b, i, j] = 1: cell i moves to cell j.
+
+    The original computes each round on dense (n^2, n^2) one-hot plans; here a round touches
+    only the n^2 claims (and re-reads the rows of the sources that lost), with the same result
+    bit for bit: tests/test_puzzle.py checks it against the dense rounds, ties included."""
     batch, n = mask.shape[0], mask.shape[-1]
+    cells = n * n
     cost = eps * cost_matrix(n).to(mask.device) - saliency.reshape(batch, -1, 1) * \
         (mask > 0).float().reshape(batch, 1, -1)
-    plan_win = torch.zeros_like(cost)
-    for _ in range(n):
-        plan = torch.zeros_like(cost).scatter_(-1, cost.argmin(-1, keepdim=True), 1)
-        winners = (plan * cost).argmin(-2, keepdim=True)
-        plan_win = torch.zeros_like(cost).scatter_(-2, winners, 1) * plan
-        cost = cost + (1 - plan_win) * plan
-    return plan_win
+    claims = cost.argmin(-1)                                   # (B, n^2): each source's destination
+    sources = torch.arange(cells, device=mask.device).expand(batch, cells)
+    never = torch.full((batch, cells), cells, dtype=torch.long, device=mask.device)
+    for round_ in range(n):
+        claim_cost = cost.gather(-1, claims[..., None])[..., 0]
+        # per destination j, the original's argmin over sources i of plan[i, j] * cost[i, j]:
+        # claimants count with their cost, every other source with 0
+        claimants = torch.zeros_like(never).scatter_add_(1, claims, torch.ones_like(claims))
+        lowest = torch.full_like(claim_cost, float("inf")).scatter_reduce_(1, claims, claim_cost, "amin")
+        others = claimants < cells                             # some source did not claim j
+        lowest = torch.where(others, torch.clamp(lowest, max=0.0), lowest)
+        at_lowest = claim_cost == lowest.gather(1, claims)
+        first_claimant = never.clone().scatter_reduce_(1, claims, torch.where(at_lowest, sources, never), "amin")
+        # the first source that did not claim j: 0, unless source 0 claimed j
+        differs = claims != claims[:, :1]
+        first_other = torch.where(differs.any(1), differs.float().argmax(1), torch.full_like(claims[:, 0], cells))
+        first_other = torch.zeros_like(never).scatter_(1, claims[:, :1], first_other[:, None])
+        zero_tie = others & (lowest == 0) & (first_other < first_claimant)
+        winner = torch.where(zero_tie, never, first_claimant)  # (B, n^2 destinations), n^2: nobody
+        won = winner.gather(1, claims) == sources              # source i won its claim
+        if round_ == n - 1:
+            break
+        lost = ~won
+        cost.view(batch, -1).scatter_add_(1, sources * cells + claims, lost.to(cost.dtype))  # losers pay 1
+        rows = lost.nonzero(as_tuple=True)
+        claims[rows] = cost[rows].argmin(-1)
+    plan = torch.zeros(batch, cells, cells + 1, device=mask.device)
+    plan.scatter_(2, torch.where(won, claims, torch.full_like(claims, cells))[..., None], 1.0)
+    return plan[..., :cells]
 
 
 def transport_blocks(images: torch.Tensor, plan: torch.Tensor, n: int) -> torch.Tensor:
     """Moves the n x n cells of (B, C, H, W) images as `plan` (B, n^2, n^2) says; unclaimed cells
-    become 0 (the original's ``transport_image``)."""
+    become 0 (the original's ``transport_image``). `plan` is a partial permutation (at most one 1
+    per row and column, as mask_transport returns), so each destination copies its one source
+    cell (the original's product with the plan, without its n^4 multiply-adds)."""
     b, c, h, w = images.shape
     cells = images.reshape(b, c, n, h // n, n, w // n).permute(0, 1, 2, 4, 3, 5).reshape(b, c, n * n, -1)
-    moved = torch.einsum("bij,bcip->bcjp", plan.to(images.dtype), cells)
+    source = plan.argmax(1)                                    # (B, n^2): the cell moved to j
+    filled = plan.amax(1) > 0
+    moved = cells.gather(2, source[:, None, :, None].expand(b, c, n * n, cells.shape[-1]))
+    moved = torch.where(filled[:, None, :, None], moved, torch.zeros((), dtype=images.dtype, device=images.device))
     return moved.reshape(b, c, n, n, h // n, w // n).permute(0, 1, 2, 4, 3, 5).reshape(b, c, h, w)
 
 
@@ -492,24 +524,26 @@ class PuzzleMix:
             x = x.detach()
             own, partner = x, x[partners]
             cells = transport_grid(width, block_num, self.t_size)
-            s_cells = block_saliency(saliency.detach().float(), cells) if self.transport else None
-            outputs, weights, moved_own, moved_partner = [], [], [], []
-            for step in range(mask.shape[1]):
-                m = mask[:, step:step + 1].to(x.device, torch.float32)
-                if self.transport:  # each image's blocks move under its own part of the mask
-                    m = F.interpolate(m, size=cells, mode="nearest")
-                    own_t = transport_blocks(own, mask_transport(m[:, 0], s_cells, self.t_eps), cells)
-                    partner_t = transport_blocks(
-                        partner, mask_transport(1 - m[:, 0], s_cells[partners], self.t_eps), cells)
-                else:
-                    own_t, partner_t = own, partner
-                m_full = F.interpolate(m, size=width, mode="nearest").to(x.dtype)
-                outputs.append(m_full * own_t + (1 - m_full) * partner_t)
-                weights.append(1 - m_full.flatten(1).mean(1))
-                moved_own.append(own_t)
-                moved_partner.append(partner_t)
-        return PuzzleMixed(torch.stack(outputs, 1), torch.stack(weights, 1).float(), mask,
-                           torch.stack(moved_own, 1), torch.stack(moved_partner, 1))
+            k = mask.shape[1]
+            # the K steps of every sample as one batch of B*K rows (sample-major: row b*K + s)
+            m = mask.to(x.device, torch.float32).reshape(batch * k, 1, block_num, block_num)
+            own_k, partner_k = own.repeat_interleave(k, 0), partner.repeat_interleave(k, 0)
+            if self.transport:  # each image's blocks move under its own part of the mask
+                s_cells = block_saliency(saliency.detach().float(), cells)
+                m = F.interpolate(m, size=cells, mode="nearest")
+                own_t = transport_blocks(
+                    own_k, mask_transport(m[:, 0], s_cells.repeat_interleave(k, 0), self.t_eps), cells)
+                partner_t = transport_blocks(partner_k, mask_transport(
+                    1 - m[:, 0], s_cells[partners].repeat_interleave(k, 0), self.t_eps), cells)
+            else:
+                own_t, partner_t = own_k, partner_k
+            m_full = F.interpolate(m, size=width, mode="nearest").to(x.dtype)
+            mixed = m_full * own_t + (1 - m_full) * partner_t
+            weights = (1 - m_full.flatten(1).mean(1)).float().reshape(batch, k)
+
+        def steps(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(batch, k, *t.shape[1:])
+        return PuzzleMixed(steps(mixed), weights, mask, steps(own_t), steps(partner_t))
 
     def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                  scaler: Optional["torch.amp.GradScaler"] = None) -> PuzzleResult:
