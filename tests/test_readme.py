@@ -66,3 +66,22 @@ def test_every_readme_python_block_runs_on_cpu(tmp_path):
                             text=True, timeout=900)
     assert result.returncode == 0 and "all blocks ran" in result.stdout, (
         result.stdout[-2000:] + result.stderr[-4000:])
+
+
+def test_readme_quotes_the_results_files_as_they_are():
+    """Every `<!-- path -->` ... `<!-- end path -->` block of the README is that results file's
+    current text (python docs/update_readme.py copies them in), so no README number is stale."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("update_readme", ROOT / "docs" / "update_readme.py")
+    update = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(update)
+    text = (ROOT / "README.md").read_text()
+    quotes = update.quoted(text)
+    assert len(quotes) >= 8, [p for p, _ in quotes]
+    stale = [path for path, body in quotes if body.strip() != (ROOT / path).read_text().strip()]
+    assert not stale, f"stale README quotes {stale}: run python docs/update_readme.py"
+    # the check can fail: a quote that lost a line is found
+    path, body = quotes[0]
+    broken = text.replace(body, body.split("\n", 1)[1], 1)
+    assert update.updated(broken) == text
