@@ -314,19 +314,18 @@ def cost_matrix(n: int) -> torch.Tensor:
     return ((ij[:, None] - ij[None]) ** 2).sum(-1).float() / max(n - 1, 1) ** 2
 
 
-def mask_transport(mask: torch.Tensor, saliency: torch.Tensor, eps: float, *,
-                   rescan_all: Optional[bool] = None) -> torch.Tensor:
+def mask_transport(mask: torch.Tensor, saliency: torch.Tensor, eps: float) -> torch.Tensor:
     """The original's block assignment (n iterations): cost_ij = eps * dist^2(i, j) - s_i * z_j,
     z = cells where the mask shows this image; each source cell claims its cheapest destination,
     in each destination the cheapest claimant wins (by argmin over the claims, as the original,
     so a destination whose claims all cost more than 0 goes to nobody), losers pay 1 more for it.
     mask, saliency (B, n, n) -> plan (B, n^2, n^2), plan[b, i, j] = 1: cell i moves to cell j.
 
-    The original computes each round on dense (n^2, n^2) one-hot plans; here a round touches
-    only the n^2 claims (and re-reads the rows of the sources that lost), with the same result
-    bit for bit: tests/test_puzzle.py checks it against the dense rounds, ties included.
-    `rescan_all`: after a round, re-read every row (cheap on a GPU, and no host sync) rather than
-    the losers' rows only (the CPU's choice); None: by the device. Same result either way."""
+    The original computes each round on dense (n^2, n^2) one-hot plans; here a round works on
+    the n^2 claims and one argmin over the costs (most sources lose a round, so re-reading every
+    row is cheaper than gathering the losers' rows, and needs no host sync on a GPU), with the
+    same result bit for bit: tests/test_puzzle.py checks it against the dense rounds, ties
+    included."""
     batch, n = mask.shape[0], mask.shape[-1]
     cells = n * n
     cost = eps * cost_matrix(n).to(mask.device) - saliency.reshape(batch, -1, 1) * \
@@ -355,11 +354,7 @@ def mask_transport(mask: torch.Tensor, saliency: torch.Tensor, eps: float, *,
             break
         lost = ~won
         cost.view(batch, -1).scatter_add_(1, sources * cells + claims, lost.to(cost.dtype))  # losers pay 1
-        if rescan_all if rescan_all is not None else cost.is_cuda:
-            claims = torch.where(lost, cost.argmin(-1), claims)
-        else:
-            rows = lost.nonzero(as_tuple=True)
-            claims[rows] = cost[rows].argmin(-1)
+        claims = torch.where(lost, cost.argmin(-1), claims)  # winners' rows are unchanged
     plan = torch.zeros(batch, cells, cells + 1, device=mask.device)
     plan.scatter_(2, torch.where(won, claims, torch.full_like(claims, cells))[..., None], 1.0)
     return plan[..., :cells]
