@@ -148,9 +148,9 @@ def report(results: dict, cfg, seeds: List[int], wall_minutes: float, path: Path
              f"Gaussian noise of std {cfg.noise_std} (normalised units); ECE with M=10 bins. Compute: "
              f"{wall_minutes:.0f} min of training on 2 CPU cores; s / epoch is the fastest epoch after "
              f"the first (other jobs shared the cores at times).")
-    lines = ["# Evidence suite: accuracy, calibration and robustness at CPU scale", "",
+    lines = ["**Evidence suite: accuracy, calibration and robustness at CPU scale.** "
              f"`python -m train.suite` ({scale})", "",
-             "## All runs (mean ± std over seeds, %)", "",
+             "**All runs** (mean ± std over seeds, %):", "",
              "| run | K | seeds | test error | ECE | noisy error | s / epoch (fastest) |", "|---|---|---|---|---|---|---|"]
     for run in RUNS:
         if run.name not in results:
@@ -159,8 +159,8 @@ def report(results: dict, cfg, seeds: List[int], wall_minutes: float, path: Path
         cols = [pct(mean_std([v[m] for v in r["seeds"].values()])) for m in METRICS]
         sec = min(r["epoch_seconds"]) if r["epoch_seconds"] else math.nan
         lines.append(f"| {run.name} | {run.k} | {len(r['seeds'])} | " + " | ".join(cols) + f" | {sec:.1f} |")
-    lines += ["", "## Multi-mix (K=5) minus the original (K=1), paired by seed (percentage points, "
-              "mean [95% t interval]; negative = multi-mix lower)", "",
+    lines += ["", "**Multi-mix (K=5) minus the original (K=1)**, paired by seed (percentage points, "
+              "mean [95% t interval]; negative = multi-mix lower):", "",
               "| method | test error | ECE | noisy error |", "|---|---|---|---|"]
     for k1, k5 in [("mixup", "multimix K=5"), ("manifold mixup", "multimix manifold K=5"),
                    ("cutmix", "multimix cutmix K=5"), ("fmix", "multimix fmix K=5"),
@@ -170,7 +170,7 @@ def report(results: dict, cfg, seeds: List[int], wall_minutes: float, path: Path
         if k1 in results and k5 in results:
             cells = [ci(paired(metric(k1, m), metric(k5, m))) for m in METRICS]
             lines.append(f"| {k5} vs {k1} | " + " | ".join(cells) + " |")
-    lines += ["", "## K ablation of input mixup (paper Fig. 6, 7)", "",
+    lines += ["", "**K ablation of input mixup** (paper Fig. 6, 7):", "",
               "| K | test error | ECE | noisy error | s / epoch (fastest) | time vs K=1 |", "|---|---|---|---|---|---|"]
     base_sec = None
     for k, name in K_ABLATION.items():
@@ -182,9 +182,9 @@ def report(results: dict, cfg, seeds: List[int], wall_minutes: float, path: Path
         rel = f"{sec / base_sec:.2f}x" if base_sec else "-"
         lines.append(f"| {k} | " + " | ".join(pct(mean_std([v[m] for v in r["seeds"].values()])) for m in METRICS)
                      + f" | {sec:.1f} | {rel} |")
-    lines += ["", "## The paper, for orientation (not comparable in scale)", "",
-              "Test error (%), CIFAR-100, 300 epochs, mean ± std of 3 seeds (Table I, PreActResNet18 "
-              "column; Table II, ResNeXt29-4-24):", "",
+    lines += ["", "**The paper, for orientation** (not comparable in scale): test error (%), CIFAR-100, "
+              "300 epochs, mean ± std of 3 seeds (Table I, PreActResNet18 column; Table II, "
+              "ResNeXt29-4-24):", "",
               "| method | paper |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in PAPER]
     path.parent.mkdir(parents=True, exist_ok=True)
