@@ -25,19 +25,24 @@ def updated(text: str) -> str:
     return QUOTE.sub(lambda m: m.group(1) + (ROOT / m.group("path")).read_text().strip() + "\n" + m.group(4), text)
 
 
+def stale(text: str) -> list:
+    """The paths whose quote in README text differs from the file's current text."""
+    return [p for (p, body), (_, fresh) in zip(quoted(text), quoted(updated(text))) if body != fresh]
+
+
 def main(argv=None) -> int:
     check = "--check" in (argv if argv is not None else sys.argv[1:])
     readme = ROOT / "README.md"
     text = readme.read_text()
     new = updated(text)
-    stale = [p for (p, body), (_, fresh) in zip(quoted(text), quoted(new)) if body != fresh]
+    stale_paths = stale(text)
     if check:
-        if stale:
-            print("README.md quotes stale results: " + ", ".join(stale) + " (run python docs/update_readme.py)")
+        if stale_paths:
+            print("README.md quotes stale results: " + ", ".join(stale_paths) + " (run python docs/update_readme.py)")
             return 1
         return 0
     readme.write_text(new)
-    print(f"README.md: {len(quoted(new))} quotes, {len(stale)} updated ({', '.join(stale) or 'none'})")
+    print(f"README.md: {len(quoted(new))} quotes, {len(stale_paths)} updated ({', '.join(stale_paths) or 'none'})")
     return 0
 
 

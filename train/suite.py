@@ -94,6 +94,16 @@ def mean_std(values: List[float]) -> dict:
             "n": len(values)}
 
 
+def over_seeds(entry: dict, metric: str) -> dict:
+    """mean_std of one metric of a collected run over its seeds."""
+    return mean_std([v[metric] for v in entry["seeds"].values()])
+
+
+def fastest_epoch(entry: dict) -> float:
+    """The run's fastest epoch in seconds (other jobs on the machine only slow epochs down)."""
+    return min(entry["epoch_seconds"]) if entry["epoch_seconds"] else math.nan
+
+
 def paired(a: Dict[int, float], b: Dict[int, float]) -> Optional[dict]:
     """b - a over the seeds both have: mean difference and a two-sided 95% t interval."""
     seeds = sorted(set(a) & set(b))
@@ -156,8 +166,8 @@ def report(results: dict, cfg, seeds: List[int], wall_minutes: float, path: Path
         if run.name not in results:
             continue
         r = results[run.name]
-        cols = [pct(mean_std([v[m] for v in r["seeds"].values()])) for m in METRICS]
-        sec = min(r["epoch_seconds"]) if r["epoch_seconds"] else math.nan
+        cols = [pct(over_seeds(r, m)) for m in METRICS]
+        sec = fastest_epoch(r)
         lines.append(f"| {run.name} | {run.k} | {len(r['seeds'])} | " + " | ".join(cols) + f" | {sec:.1f} |")
     lines += ["", "**Multi-mix (K=5) minus the original (K=1)**, paired by seed (percentage points, "
               "mean [95% t interval]; negative = multi-mix lower):", "",
@@ -177,10 +187,10 @@ def report(results: dict, cfg, seeds: List[int], wall_minutes: float, path: Path
         if name not in results:
             continue
         r = results[name]
-        sec = min(r["epoch_seconds"]) if r["epoch_seconds"] else math.nan
+        sec = fastest_epoch(r)
         base_sec = sec if k == 1 else base_sec
         rel = f"{sec / base_sec:.2f}x" if base_sec else "-"
-        lines.append(f"| {k} | " + " | ".join(pct(mean_std([v[m] for v in r["seeds"].values()])) for m in METRICS)
+        lines.append(f"| {k} | " + " | ".join(pct(over_seeds(r, m)) for m in METRICS)
                      + f" | {sec:.1f} | {rel} |")
     lines += ["", "**The paper, for orientation** (not comparable in scale): test error (%), CIFAR-100, "
               "300 epochs, mean ± std of 3 seeds (Table I, PreActResNet18 column; Table II, "
@@ -228,13 +238,13 @@ def plot(results: dict, cfg, path: Path) -> List[Path]:
     ks = [k for k, name in K_ABLATION.items() if name in results]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
     if ks:
-        errs = [mean_std([v["test_error"] for v in results[K_ABLATION[k]]["seeds"].values()]) for k in ks]
+        errs = [over_seeds(results[K_ABLATION[k]], "test_error") for k in ks]
         a1.errorbar(ks, [100 * e["mean"] for e in errs], [100 * e["std"] for e in errs], marker="o", capsize=3,
                     label="multi-mix on input mixup (K=1: mixup)")
         if "none" in results:
-            none = mean_std([v["test_error"] for v in results["none"]["seeds"].values()])
+            none = over_seeds(results["none"], "test_error")
             a1.axhline(100 * none["mean"], linestyle=":", color="gray", label="no mixup")
-        secs = [min(results[K_ABLATION[k]]["epoch_seconds"]) for k in ks]
+        secs = [fastest_epoch(results[K_ABLATION[k]]) for k in ks]
         a2.plot(ks, [100 * (s / secs[0] - 1) for s in secs], marker="o", label="measured")
         a2.plot(ks, [100 * (k - 1) for k in ks], color="orange", label="linear in K")
     a1.set(xlabel="K", ylabel="test error (%)", title="Test error vs K (paper Fig. 6)")
