@@ -12,7 +12,8 @@ from dali_multimix import sampling
 from dali_multimix.torch.puzzle import (MAX_TRANSPORT_GRID, PuzzleMix, SaliencyMix, block_choices,
                                         check_pixel_stats, cost_matrix, input_saliency,
                                         mask_transport, neighbourhood_size, transport_blocks,
-                                        transport_grid)
+                                        transport_grid, transport_sources)
+from dali_multimix.torch.graphcut import native_available, transport_native
 from train.models import SmallCNN
 
 MEAN = [129.3, 124.1, 112.4]  # CIFAR-100, 0..255 scale (what fn.crop_mirror_normalize takes)
@@ -190,13 +191,19 @@ def dense_mask_transport(mask, saliency, eps):
     return plan_win
 
 
-@pytest.mark.parametrize("n", [2, 4, 8, 16])
+TRANSPORT_BACKENDS = ["torch", pytest.param("native", marks=pytest.mark.skipif(
+    not native_available(), reason="libmultimix_graphcut.so not built"))]
+
+
+@pytest.mark.parametrize("backend", TRANSPORT_BACKENDS)
+@pytest.mark.parametrize("n", [1, 2, 4, 8, 16])
 @pytest.mark.parametrize("case", ["random", "ties", "flat saliency", "empty mask", "full mask",
                                   "signed saliency", "signed saliency, full mask",
                                   "negative saliency, full mask"])
-def test_mask_transport_equals_the_originals_dense_rounds(n, case):
+def test_mask_transport_equals_the_originals_dense_rounds(n, case, backend):
     """Ties, zero-cost claims and positive-cost claims (signed saliency: a destination whose
-    claims all cost more than the 0 of the sources that did not claim it) included."""
+    claims all cost more than the 0 of the sources that did not claim it) included; the torch
+    rounds and the native ones (csrc/puzzle_transport.h) each against the original's."""
     g = torch.Generator().manual_seed(n)
     batch = 12
     mask = (torch.rand(batch, n, n, generator=g) > 0.5).float()
@@ -214,8 +221,61 @@ def test_mask_transport_equals_the_originals_dense_rounds(n, case):
         saliency = torch.randint(-2, 3, (batch, n, n), generator=g).float() / n ** 2
     elif case.startswith("negative"):  # with eps 0 every source claims cell 0 at a positive cost
         saliency = -saliency
-    for eps in (0.8, 0.0):
-        assert torch.equal(mask_transport(mask, saliency, eps), dense_mask_transport(mask, saliency, eps))
+    for eps in (0.8, 0.0, 0.3):
+        assert torch.equal(mask_transport(mask, saliency, eps, backend=backend),
+                           dense_mask_transport(mask, saliency, eps))
+
+
+@pytest.mark.skipif(not native_available(), reason="libmultimix_graphcut.so not built")
+def test_native_transport_equals_the_torch_rounds_on_puzzle_mix_inputs():
+    """Many grids over threads, with the saliency and masks Puzzle Mix gives it (normalised block
+    saliency, 0 / 0.5 / 1 masks and their complements), every grid size it uses."""
+    g = torch.Generator().manual_seed(11)
+    for n in (2, 4, 8, 16):
+        saliency = torch.rand(300, n, n, generator=g) ** 3
+        saliency = saliency / saliency.sum((1, 2), keepdim=True)
+        mask = torch.randint(0, 3, (300, n, n), generator=g).float() / 2
+        for m in (mask, 1 - mask):
+            native = transport_sources(m, saliency, 0.8, backend="native")
+            assert native.dtype == torch.long and native.shape == (300, n * n)
+            assert torch.equal(native, transport_sources(m, saliency, 0.8, backend="torch"))
+            filled = native[native < n * n]
+            assert len(filled) > 0
+            for row in native:  # a partial permutation: no source moves twice
+                moved = row[row < n * n]
+                assert len(moved.unique()) == len(moved)
+
+
+@pytest.mark.skipif(not native_available(), reason="libmultimix_graphcut.so not built")
+def test_compose_transports_natively_and_in_torch_alike():
+    """solver "native" transports natively, "maxflow" in torch operations: the same images."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(8, 3, 32, 32, generator=g)
+    saliency = torch.rand(8, 32, 32, generator=g)
+    partners = torch.randperm(8, generator=g)
+    for block_num in (2, 8, 16):
+        mask = torch.randint(0, 3, (8, 3, block_num, block_num), generator=g).float() / 2
+        native = PuzzleMix(3, solver="native", mean=MEAN, std=STD).compose(x, saliency, partners, mask)
+        torch_ = PuzzleMix(3, solver="maxflow", mean=MEAN, std=STD).compose(x, saliency, partners, mask)
+        assert torch.equal(native.images, torch_.images) and torch.equal(native.own_moved, torch_.own_moved)
+        assert torch.equal(native.partner_moved, torch_.partner_moved)
+        assert not torch.equal(native.own_moved, x[:, None].expand_as(native.own_moved))  # blocks did move
+
+
+def test_transport_sources_refuses_an_unknown_backend():
+    with pytest.raises(ValueError, match=r"`backend` must be one of \('auto', 'native', 'torch'\); got 'gpu'"):
+        transport_sources(torch.ones(1, 2, 2), torch.ones(1, 2, 2), 0.8, backend="gpu")
+
+
+@pytest.mark.skipif(not native_available(), reason="libmultimix_graphcut.so not built")
+def test_transport_native_refuses_bad_shapes():
+    with pytest.raises(ValueError, match=r"`mask` and `saliency` must both be \(G, n, n\); got \(2, 3, 4\)"):
+        transport_native(np.zeros((2, 3, 4)), np.zeros((2, 3, 4)), 0.8)
+    with pytest.raises(ValueError, match=r"got \(2, 3, 3\) and \(2, 3\)"):
+        transport_native(np.zeros((2, 3, 3)), np.zeros((2, 3)), 0.8)
+    with pytest.raises(ValueError, match=r"grids of 1 to 64 cells per side; got 65"):
+        transport_native(np.zeros((1, 65, 65)), np.zeros((1, 65, 65)), 0.8)
+    assert transport_native(np.zeros((0, 3, 3)), np.zeros((0, 3, 3)), 0.8).shape == (0, 9)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -1,6 +1,6 @@
-// C ABI of the native Puzzle Mix graph cuts (loaded with ctypes by
-// dali_multimix/torch/graphcut.py; ctypes releases the GIL for the call): all graphs of a batch in
-// one call, spread over std::threads. Also a streaming-write bandwidth probe for the benchmarks'
+// C ABI of the native Puzzle Mix graph cuts and block transport (loaded with ctypes by
+// dali_multimix/torch/graphcut.py; ctypes releases the GIL for the call): all graphs (grids) of a
+// batch in one call, spread over std::threads. Also a streaming-write bandwidth probe for the benchmarks'
 // limits (bench/). Built as its own small shared library (CMakeLists.txt: multimix_graphcut); it
 // needs neither DALI nor Python.
 #include <algorithm>
@@ -16,6 +16,7 @@
 #endif
 
 #include "graphcut_grid.h"
+#include "puzzle_transport.h"
 
 namespace {
 
@@ -37,7 +38,7 @@ void Parallel(int threads, F &&body) {
 extern "C" {
 
 // The version of this ABI (the Python side refuses another).
-int mm_graphcut_abi_version(void) { return 1; }
+int mm_graphcut_abi_version(void) { return 2; }
 
 // graphs grids of n x m blocks, L labels: unary (graphs, n, m, L), cost_v (graphs, n-1, m),
 // cost_h (graphs, n, m-1), C-contiguous float64, finite, weights >= 0 (the caller checks);
@@ -59,6 +60,26 @@ int mm_graphcut_solve(const double *unary, const double *cost_v, const double *c
     for (int64_t g; (g = next.fetch_add(1)) < graphs;)
       multimix_graphcut::SolveGrid(unary + g * su, cost_v + g * sv, cost_h + g * sh, n, m, L,
                                    labels + g * sl, linear, flow);
+  });
+  return 0;
+}
+
+// Puzzle Mix's block transport of `grids` n x n grids: mask (grids, n, n) float32 (> 0: the cell
+// shows the image), saliency (grids, n, n) float32 cell saliency, eps the distance weight; writes
+// source (grids, n * n) int64: the cell moved to each destination, n * n for none (see
+// puzzle_transport.h). threads <= 0: one per hardware thread. Returns 0, or -1 for n out of
+// range (nothing written).
+int mm_puzzle_transport(const float *mask, const float *saliency, int64_t grids, int32_t n,
+                        float eps, int32_t threads, int64_t *source) {
+  if (grids < 0 || n < 1 || n > 64) return -1;
+  if (grids == 0) return 0;
+  const int64_t cells = static_cast<int64_t>(n) * n;
+  std::atomic<int64_t> next{0};
+  Parallel(Threads(threads, grids), [&](int) {
+    multimix_graphcut::TransportScratch scratch;
+    for (int64_t g; (g = next.fetch_add(1)) < grids;)
+      multimix_graphcut::TransportGrid(mask + g * cells, saliency + g * cells, n, eps,
+                                       source + g * cells, scratch);
   });
   return 0;
 }

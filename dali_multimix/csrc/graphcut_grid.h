@@ -14,7 +14,8 @@
 namespace multimix_graphcut {
 
 // One graph: unary (n, m, L), cost_v (n-1, m), cost_h (n, m-1), all C-contiguous float64;
-// writes the labels (n, m) of minimum energy. `linear` and `flow` are reusable scratch.
+// writes the labels (n, m) of minimum energy. `linear` and `flow` are reusable scratch (`flow`
+// keeps the arcs of the last grid shape).
 inline void SolveGrid(const double *unary, const double *cost_v, const double *cost_h, int n, int m,
                       int L, int32_t *labels, std::vector<double> &linear, MaxFlow &flow) {
   const int bits = L - 1, nodes = n * m;
@@ -52,21 +53,33 @@ inline void SolveGrid(const double *unary, const double *cost_v, const double *c
   for (double v : linear) abs_lin += std::fabs(v);
   // PyMaxflow's (numpy's pairwise) sums differ in order; any value above every finite cut will do
   const double infinite = 1.0 + abs_lin + 4.0 * abs_w * bits * bits;
-  flow.Reset(nodes * bits, nodes * (bits - 1) + edges * bits * bits);
+  // the arcs of this grid shape, once per shape: the chain pairs, then bits^2 pairs per edge
+  if (flow.shape[0] != n || flow.shape[1] != m || flow.shape[2] != L) {
+    flow.BeginTopology(nodes * bits);
+    for (int p = 0; p < nodes; p++)
+      for (int b = 0; b + 1 < bits; b++) flow.AddArcPair(p * bits + b, p * bits + b + 1);
+    for (int e = 0; e < edges; e++) {
+      int p, q; double w;
+      edge(e, p, q, w);
+      for (int b = 0; b < bits; b++)
+        for (int c = 0; c < bits; c++) flow.AddArcPair(q * bits + c, p * bits + b);
+    }
+    flow.FinishTopology();
+    flow.shape[0] = n; flow.shape[1] = m; flow.shape[2] = L;
+  }
+  flow.Reset();
   for (int v = 0; v < nodes * bits; v++) {
     double c = linear[v];
     flow.AddTerminal(v, c > 0 ? c : 0.0, c < 0 ? -c : 0.0);
   }
-  for (int p = 0; p < nodes; p++)  // x_b >= x_(b+1)
-    for (int b = 0; b + 1 < bits; b++)
-      flow.AddEdge(p * bits + b, p * bits + b + 1, infinite, 0.0);
+  const int chain = nodes * (bits - 1);
+  for (int pair = 0; pair < chain; pair++)  // x_b >= x_(b+1)
+    flow.SetArcPair(pair, infinite, 0.0);
   for (int e = 0; e < edges; e++) {  // [x_pb = 1][x_qc = 0]: arc q_c -> p_b of 2 w
     int p, q; double w;
     edge(e, p, q, w);
-    if (!(w > 0)) continue;
-    for (int b = 0; b < bits; b++)
-      for (int c = 0; c < bits; c++)
-        flow.AddEdge(q * bits + c, p * bits + b, 2.0 * w, 0.0);
+    if (!(w > 0)) continue;  // no arc: the pairs keep capacity 0
+    for (int bc = 0; bc < bits * bits; bc++) flow.SetArcPair(chain + e * bits * bits + bc, 2.0 * w, 0.0);
   }
   flow.Solve();
   for (int p = 0; p < nodes; p++) {

@@ -16,22 +16,62 @@ namespace multimix_graphcut {
 
 class MaxFlow {
  public:
-  // Clears the graph and makes `nodes` nodes with no arcs; capacity hints for `arcs` arc pairs.
-  void Reset(int nodes, int arcs_hint) {
+  // The arcs of a graph shape, once: BeginTopology(nodes), then AddArcPair(i, j) per pair of arcs
+  // i -> j, j -> i (returns the pair's index), then FinishTopology(). The arcs of a node are
+  // stored contiguously (CSR) in the order a linked-list graph would visit them (newest first),
+  // so the search is that of a graph built arc by arc. A pair may keep capacity 0 in both
+  // directions (an absent arc): no flow, tree or orphan step ever uses it.
+  void BeginTopology(int nodes) {
     n_ = nodes;
-    first_.assign(nodes, -1);
-    parent_.assign(nodes, kNone);
-    sink_.assign(nodes, 0);
-    tr_.assign(nodes, 0.0);
-    ts_.assign(nodes, 0);
-    dist_.assign(nodes, 0);
-    queued_.assign(nodes, 0);
-    head_.clear();
-    next_.clear();
-    cap_.clear();
-    head_.reserve(2 * arcs_hint);
-    next_.reserve(2 * arcs_hint);
-    cap_.reserve(2 * arcs_hint);
+    tail_.clear();
+    pair_head_.clear();
+  }
+
+  int AddArcPair(int i, int j) {
+    tail_.push_back(i);
+    pair_head_.push_back(j);
+    return static_cast<int>(tail_.size()) - 1;
+  }
+
+  void FinishTopology() {
+    const int pairs = static_cast<int>(tail_.size());
+    begin_.assign(n_ + 1, 0);
+    for (int p = 0; p < pairs; p++) {
+      begin_[tail_[p] + 1]++;
+      begin_[pair_head_[p] + 1]++;
+    }
+    for (int i = 0; i < n_; i++) begin_[i + 1] += begin_[i];
+    std::vector<int> fill(begin_.begin() + 1, begin_.end());  // filled from the end: newest first
+    arc_.assign(2 * pairs, Arc{});
+    forward_.assign(pairs, 0);
+    for (int p = 0; p < pairs; p++) {
+      const int i = tail_[p], j = pair_head_[p];
+      const int a = --fill[i], b = --fill[j];
+      arc_[a].head = j;
+      arc_[b].head = i;
+      arc_[a].sister = b;
+      arc_[b].sister = a;
+      forward_[p] = a;
+    }
+    parent_.resize(n_);
+    sink_.resize(n_);
+    tr_.resize(n_);
+    ts_.resize(n_);
+    dist_.resize(n_);
+    queued_.resize(n_);
+    active_.resize(n_ + 1);
+    orphans_.resize(n_);
+  }
+
+  // Starts a graph on the topology: no flow, no terminal capacities, every arc capacity 0.
+  void Reset() {
+    std::fill(parent_.begin(), parent_.end(), kNone);
+    std::fill(sink_.begin(), sink_.end(), 0);
+    std::fill(tr_.begin(), tr_.end(), 0.0);
+    std::fill(ts_.begin(), ts_.end(), 0);
+    std::fill(dist_.begin(), dist_.end(), 0);
+    std::fill(queued_.begin(), queued_.end(), 0);
+    for (Arc &a : arc_) a.cap = a.rcap = 0.0;
     flow_ = 0.0;
   }
 
@@ -43,11 +83,11 @@ class MaxFlow {
     tr_[i] = source - sink;
   }
 
-  // An arc i -> j of capacity `cap` and j -> i of capacity `rev`.
-  void AddEdge(int i, int j, double cap, double rev) {
-    int a = static_cast<int>(head_.size());
-    head_.push_back(j); next_.push_back(first_[i]); cap_.push_back(cap); first_[i] = a;
-    head_.push_back(i); next_.push_back(first_[j]); cap_.push_back(rev); first_[j] = a + 1;
+  // Capacities of pair p: its arc i -> j `cap`, j -> i `rev`.
+  void SetArcPair(int p, double cap, double rev) {
+    Arc &f = arc_[forward_[p]], &r = arc_[f.sister];
+    f.cap = r.rcap = cap;
+    r.cap = f.rcap = rev;
   }
 
   double Solve() {
@@ -55,19 +95,18 @@ class MaxFlow {
     // the flow of these grids; far cheaper than growing trees for them).
     for (int i = 0; i < n_; i++) {
       if (tr_[i] <= 0) continue;
-      for (int a = first_[i]; a >= 0 && tr_[i] > 0; a = next_[a]) {
-        int j = head_[a];
-        if (cap_[a] <= 0 || tr_[j] >= 0) continue;
-        double b = std::min(std::min(tr_[i], -tr_[j]), cap_[a]);
+      for (int a = begin_[i], end = begin_[i + 1]; a < end && tr_[i] > 0; a++) {
+        int j = arc_[a].head;
+        if (arc_[a].cap <= 0 || tr_[j] >= 0) continue;
+        double b = std::min(std::min(tr_[i], -tr_[j]), arc_[a].cap);
         tr_[i] -= b;
         tr_[j] += b;
-        cap_[a] -= b;
-        cap_[a ^ 1] += b;
+        Push(a, b);
         flow_ += b;
       }
     }
-    active_.clear();
-    orphans_.clear();
+    head_active_ = tail_active_ = 0;
+    orphan_count_ = 0;
     for (int i = 0; i < n_; i++) {
       if (tr_[i] != 0) {
         sink_[i] = tr_[i] < 0;
@@ -78,49 +117,45 @@ class MaxFlow {
       }
     }
     time_ = 0;
-    size_t pos = 0;
     int current = -1;
     while (true) {
       int i = current;
       if (i < 0 || parent_[i] == kNone) {
         i = -1;
-        while (pos < active_.size()) {
-          int c = active_[pos++];
+        while (head_active_ != tail_active_) {
+          int c = active_[head_active_];
+          head_active_ = head_active_ + 1 == n_ + 1 ? 0 : head_active_ + 1;
           queued_[c] = 0;
           if (parent_[c] != kNone) { i = c; break; }
         }
         if (i < 0) break;
-        if (pos > 4096 && pos * 2 > active_.size()) {  // compact the queue
-          active_.erase(active_.begin(), active_.begin() + pos);
-          pos = 0;
-        }
       }
       current = -1;
       int middle = -1;  // arc from the source tree to the sink tree
       if (!sink_[i]) {
-        for (int a = first_[i]; a >= 0; a = next_[a]) {
-          if (cap_[a] <= 0) continue;
-          int j = head_[a];
+        for (int a = begin_[i], end = begin_[i + 1]; a < end; a++) {
+          if (arc_[a].cap <= 0) continue;
+          int j = arc_[a].head;
           if (parent_[j] == kNone) {
-            sink_[j] = 0; parent_[j] = a ^ 1; ts_[j] = ts_[i]; dist_[j] = dist_[i] + 1;
+            sink_[j] = 0; parent_[j] = arc_[a].sister; ts_[j] = ts_[i]; dist_[j] = dist_[i] + 1;
             Activate(j);
           } else if (sink_[j]) {
             middle = a; break;
           } else if (ts_[j] <= ts_[i] && dist_[j] > dist_[i]) {
-            parent_[j] = a ^ 1; ts_[j] = ts_[i]; dist_[j] = dist_[i] + 1;
+            parent_[j] = arc_[a].sister; ts_[j] = ts_[i]; dist_[j] = dist_[i] + 1;
           }
         }
       } else {
-        for (int a = first_[i]; a >= 0; a = next_[a]) {
-          if (cap_[a ^ 1] <= 0) continue;
-          int j = head_[a];
+        for (int a = begin_[i], end = begin_[i + 1]; a < end; a++) {
+          if (arc_[a].rcap <= 0) continue;
+          int j = arc_[a].head;
           if (parent_[j] == kNone) {
-            sink_[j] = 1; parent_[j] = a ^ 1; ts_[j] = ts_[i]; dist_[j] = dist_[i] + 1;
+            sink_[j] = 1; parent_[j] = arc_[a].sister; ts_[j] = ts_[i]; dist_[j] = dist_[i] + 1;
             Activate(j);
           } else if (!sink_[j]) {
-            middle = a ^ 1; break;
+            middle = arc_[a].sister; break;
           } else if (ts_[j] <= ts_[i] && dist_[j] > dist_[i]) {
-            parent_[j] = a ^ 1; ts_[j] = ts_[i]; dist_[j] = dist_[i] + 1;
+            parent_[j] = arc_[a].sister; ts_[j] = ts_[i]; dist_[j] = dist_[i] + 1;
           }
         }
       }
@@ -128,15 +163,14 @@ class MaxFlow {
       if (middle >= 0) {
         current = i;  // scan it again: it may have more paths
         Augment(middle);
-        while (!orphans_.empty()) {
-          int o = orphans_.back();
-          orphans_.pop_back();
-          Adopt(o);
-        }
+        while (orphan_count_ > 0) Adopt(orphans_[--orphan_count_]);
       }
     }
     return flow_;
   }
+
+  // The (n, m, L) grid shape whose arcs the topology holds (SolveGrid's key).
+  int shape[3] = {0, 0, 0};
 
   bool InSink(int i) const { return parent_[i] != kNone && sink_[i]; }
 
@@ -145,67 +179,68 @@ class MaxFlow {
   static constexpr int kInfDist = std::numeric_limits<int>::max();
 
   void Activate(int i) {
-    if (!queued_[i]) { queued_[i] = 1; active_.push_back(i); }
+    if (!queued_[i]) {  // a FIFO ring: a node is queued at most once at a time
+      queued_[i] = 1;
+      active_[tail_active_] = i;
+      tail_active_ = tail_active_ + 1 == n_ + 1 ? 0 : tail_active_ + 1;
+    }
   }
 
   void Augment(int middle) {
-    double b = cap_[middle];
-    for (int i = head_[middle ^ 1];;) {  // source side: arcs parent -> i
+    double b = arc_[middle].cap;
+    for (int i = arc_[arc_[middle].sister].head;;) {  // source side: arcs parent -> i
       int a = parent_[i];
       if (a == kTerminal) { b = std::min(b, tr_[i]); break; }
-      b = std::min(b, cap_[a ^ 1]);
-      i = head_[a];
+      b = std::min(b, arc_[a].rcap);
+      i = arc_[a].head;
     }
-    for (int i = head_[middle];;) {  // sink side: arcs i -> parent
+    for (int i = arc_[middle].head;;) {  // sink side: arcs i -> parent
       int a = parent_[i];
       if (a == kTerminal) { b = std::min(b, -tr_[i]); break; }
-      b = std::min(b, cap_[a]);
-      i = head_[a];
+      b = std::min(b, arc_[a].cap);
+      i = arc_[a].head;
     }
-    cap_[middle] -= b;
-    cap_[middle ^ 1] += b;
-    for (int i = head_[middle ^ 1];;) {
+    Push(middle, b);
+    for (int i = arc_[arc_[middle].sister].head;;) {
       int a = parent_[i];
       if (a == kTerminal) {
         tr_[i] -= b;
         if (tr_[i] == 0) MakeOrphan(i);
         break;
       }
-      cap_[a] += b;
-      cap_[a ^ 1] -= b;
-      int up = head_[a];
-      if (cap_[a ^ 1] == 0) MakeOrphan(i);
+      Push(arc_[a].sister, b);
+      int up = arc_[a].head;
+      if (arc_[a].rcap == 0) MakeOrphan(i);
       i = up;
     }
-    for (int i = head_[middle];;) {
+    for (int i = arc_[middle].head;;) {
       int a = parent_[i];
       if (a == kTerminal) {
         tr_[i] += b;
         if (tr_[i] == 0) MakeOrphan(i);
         break;
       }
-      cap_[a ^ 1] += b;
-      cap_[a] -= b;
-      int up = head_[a];
-      if (cap_[a] == 0) MakeOrphan(i);
+      Push(a, b);
+      int up = arc_[a].head;
+      if (arc_[a].cap == 0) MakeOrphan(i);
       i = up;
     }
     flow_ += b;
   }
 
-  void MakeOrphan(int i) {
+  void MakeOrphan(int i) {  // a node is an orphan at most once at a time
     parent_[i] = kOrphan;
-    orphans_.push_back(i);
+    orphans_[orphan_count_++] = i;
   }
 
   // A new parent for orphan i in its own tree (the one nearest a terminal), or frees it.
   void Adopt(int i) {
     const bool sink = sink_[i];
     int best = kNone, best_d = kInfDist;
-    for (int a0 = first_[i]; a0 >= 0; a0 = next_[a0]) {
+    for (int a0 = begin_[i], end = begin_[i + 1]; a0 < end; a0++) {
       // source tree: the arc j -> i must have capacity; sink tree: i -> j
-      if ((sink ? cap_[a0] : cap_[a0 ^ 1]) <= 0) continue;
-      int j = head_[a0];
+      if ((sink ? arc_[a0].cap : arc_[a0].rcap) <= 0) continue;
+      int j = arc_[a0].head;
       if (sink_[j] != sink || parent_[j] == kNone) continue;
       int d = 0;
       while (true) {  // is j's root a terminal? (distance by time-stamped hops)
@@ -214,11 +249,11 @@ class MaxFlow {
         d++;
         if (a == kTerminal) { ts_[j] = time_; dist_[j] = 1; break; }
         if (a == kOrphan) { d = kInfDist; break; }
-        j = head_[a];
+        j = arc_[a].head;
       }
       if (d < kInfDist) {
         if (d < best_d) { best = a0; best_d = d; }
-        for (j = head_[a0]; ts_[j] != time_; j = head_[parent_[j]]) {
+        for (j = arc_[a0].head; ts_[j] != time_; j = arc_[parent_[j]].head) {
           ts_[j] = time_;
           dist_[j] = d--;
         }
@@ -231,21 +266,41 @@ class MaxFlow {
       return;
     }
     parent_[i] = kNone;  // free: its neighbours in the tree become active, its children orphans
-    for (int a0 = first_[i]; a0 >= 0; a0 = next_[a0]) {
-      int j = head_[a0];
+    for (int a0 = begin_[i], end = begin_[i + 1]; a0 < end; a0++) {
+      int j = arc_[a0].head;
       if (sink_[j] != sink || parent_[j] == kNone) continue;
-      if ((sink ? cap_[a0] : cap_[a0 ^ 1]) > 0) Activate(j);
+      if ((sink ? arc_[a0].cap : arc_[a0].rcap) > 0) Activate(j);
       int a = parent_[j];
-      if (a != kTerminal && a != kOrphan && head_[a] == i) MakeOrphan(j);
+      if (a != kTerminal && a != kOrphan && arc_[a].head == i) MakeOrphan(j);
     }
   }
 
   int n_ = 0;
-  std::vector<int> first_, parent_, ts_, dist_, head_, next_, active_, orphans_;
+  // an arc: its residual capacity, that of its reverse (`sister`) arc, and its end node
+  struct Arc {
+    double cap = 0.0, rcap = 0.0;
+    int head = 0, sister = 0;
+  };
+
+  // sends b along arc a: less room on it, more on its reverse
+  void Push(int a, double b) {
+    Arc &f = arc_[a], &r = arc_[f.sister];
+    f.cap -= b;
+    r.rcap -= b;
+    r.cap += b;
+    f.rcap += b;
+  }
+
+  // topology: the arcs of node i are arc_[begin_[i] .. begin_[i + 1]); forward_[p] is the arc
+  // i -> j of pair p (tail_, pair_head_: the pairs as added)
+  std::vector<Arc> arc_;
+  std::vector<int> begin_, forward_, tail_, pair_head_;
+  std::vector<int> parent_, ts_, dist_, active_, orphans_;
   std::vector<int> sink_, queued_;  // int, not char: char stores alias everything
-  std::vector<double> tr_, cap_;
+  std::vector<double> tr_;
   double flow_ = 0.0;
   int time_ = 0;
+  int head_active_ = 0, tail_active_ = 0, orphan_count_ = 0;
 };
 
 }  // namespace multimix_graphcut

@@ -170,7 +170,7 @@ def solve_swap(e: GridEnergy, max_int: int = 2 ** 26, *, scale: Optional[float] 
 
 # ------------------------------------------------------------------ the native batched solver
 
-_NATIVE_ABI = 1
+_NATIVE_ABI = 2
 _NATIVE_NAME = "libmultimix_graphcut.so"
 _NATIVE: dict = {}
 
@@ -199,6 +199,8 @@ def native_library() -> Optional[ctypes.CDLL]:
             dp, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
             lib.mm_graphcut_solve.argtypes = [dp, dp, dp, i64, i32, i32, i32, i32, dp]
             lib.mm_graphcut_solve.restype = ctypes.c_int
+            lib.mm_puzzle_transport.argtypes = [dp, dp, i64, i32, ctypes.c_float, i32, dp]
+            lib.mm_puzzle_transport.restype = ctypes.c_int
             lib.mm_stream_read_write.argtypes = [dp, i64, dp, i64, i32]
             lib.mm_stream_read_write.restype = ctypes.c_uint64
         _NATIVE["lib"] = lib
@@ -265,6 +267,37 @@ def solve_batch(unary, cost_v, cost_h, *, backend: str = "auto", threads: int = 
     if rc != 0:  # sizes were checked above
         raise ValueError(f"solve_batch: the native solver refused sizes {unary.shape}")
     return out.astype(np.int64)
+
+
+#: the largest transport grid side the native transport takes (its cost matrix is (n^2, n^2))
+NATIVE_TRANSPORT_MAX_SIDE = 64
+
+
+def transport_native(mask: np.ndarray, saliency: np.ndarray, eps: float, *,
+                     threads: int = 0) -> np.ndarray:
+    """Puzzle Mix's block transport of G n x n grids in one native call (csrc/puzzle_transport.h;
+    the rounds of :func:`dali_multimix.torch.puzzle.mask_transport`, bit for bit): mask (G, n, n)
+    (> 0: the cell shows the image), saliency (G, n, n) cell saliency, both taken as float32;
+    returns source (G, n^2) int64, the cell moved to each destination, n^2 for none.
+    ValueError if the library is not built or n > :data:`NATIVE_TRANSPORT_MAX_SIDE`."""
+    lib = native_library()
+    if lib is None:
+        raise ValueError("transport_native: needs libmultimix_graphcut.so (built with the package; or "
+                         "DALI_MULTIMIX_GRAPHCUT_LIB); it could not be loaded")
+    mask = np.ascontiguousarray(mask, dtype=np.float32)
+    saliency = np.ascontiguousarray(saliency, dtype=np.float32)
+    if mask.ndim != 3 or mask.shape[1] != mask.shape[2] or saliency.shape != mask.shape:
+        raise ValueError(f"transport_native: `mask` and `saliency` must both be (G, n, n); got "
+                         f"{mask.shape} and {saliency.shape}")
+    grids, n = mask.shape[0], mask.shape[1]
+    if not 1 <= n <= NATIVE_TRANSPORT_MAX_SIDE:
+        raise ValueError(f"transport_native: grids of 1 to {NATIVE_TRANSPORT_MAX_SIDE} cells per "
+                         f"side; got {n}")
+    source = np.empty((grids, n * n), np.int64)
+    if lib.mm_puzzle_transport(mask.ctypes.data, saliency.ctypes.data, grids, n, float(eps),
+                               threads, source.ctypes.data) != 0:
+        raise ValueError(f"transport_native: the library refused grids of shape {mask.shape}")
+    return source
 
 
 def solve_native(e: GridEnergy) -> np.ndarray:

@@ -58,8 +58,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import sampling
-from .graphcut import GridEnergy, native_available, solve_batch, solve_exact, solve_native, \
-    solve_swap, swap_scale
+from .graphcut import NATIVE_TRANSPORT_MAX_SIDE, GridEnergy, native_available, solve_batch, \
+    solve_exact, solve_native, solve_swap, swap_scale, transport_native
 from .mixing import MAX_K
 
 #: "exact": the optimum, natively (graphcut.solve_batch, all graphs of a batch in one call over
@@ -314,18 +314,43 @@ def cost_matrix(n: int) -> torch.Tensor:
     return ((ij[:, None] - ij[None]) ** 2).sum(-1).float() / max(n - 1, 1) ** 2
 
 
-def mask_transport(mask: torch.Tensor, saliency: torch.Tensor, eps: float) -> torch.Tensor:
-    """The original's block assignment (n iterations): cost_ij = eps * dist^2(i, j) - s_i * z_j,
-    z = cells where the mask shows this image; each source cell claims its cheapest destination,
-    in each destination the cheapest claimant wins (by argmin over the claims, as the original,
-    so a destination whose claims all cost more than 0 goes to nobody), losers pay 1 more for it.
-    mask, saliency (B, n, n) -> plan (B, n^2, n^2), plan[b, i, j] = 1: cell i moves to cell j.
+#: transport backends: "auto" (native when libmultimix_graphcut.so is built and the grid is at most
+#: graphcut.NATIVE_TRANSPORT_MAX_SIDE cells per side, else torch), "native", "torch"
+TRANSPORT_BACKENDS = ("auto", "native", "torch")
 
-    The original computes each round on dense (n^2, n^2) one-hot plans; here a round works on
-    the n^2 claims and one argmin over the costs (most sources lose a round, so re-reading every
-    row is cheaper than gathering the losers' rows, and needs no host sync on a GPU), with the
-    same result bit for bit: tests/test_puzzle.py checks it against the dense rounds, ties
-    included."""
+
+def transport_sources(mask: torch.Tensor, saliency: torch.Tensor, eps: float, *,
+                      backend: str = "auto") -> torch.Tensor:
+    """The original's block assignment (``mask_transport``, n rounds) as each destination's
+    source: mask, saliency (B, n, n) -> (B, n^2) int64 on mask's device, source[b, j] = the cell
+    moved to cell j, n^2 where nothing moves there.
+
+    cost_ij = eps * dist^2(i, j) / (n-1)^2 - s_i * z_j, z = cells where the mask shows this image
+    (mask > 0); each round each source cell claims its cheapest destination, in each destination
+    the cheapest claimant wins (by argmin over all sources of plan * cost, as the original: the
+    sources that did not claim it count with 0, so a destination whose claims all cost more than
+    0 goes to nobody; first index on ties), losers pay 1 more for their claim.
+
+    backend "native": csrc/puzzle_transport.h over threads (the masks' library; inputs copied to
+    the CPU); "torch": the rounds as tensor operations on mask's device; "auto": native when the
+    library is built and n <= graphcut.NATIVE_TRANSPORT_MAX_SIDE. Both equal the original's dense
+    rounds bit for bit (tests/test_puzzle.py)."""
+    if backend not in TRANSPORT_BACKENDS:
+        raise ValueError(f"transport_sources: `backend` must be one of {TRANSPORT_BACKENDS}; got {backend!r}")
+    n = mask.shape[-1]
+    if backend == "native" or (backend == "auto" and native_available()
+                               and n <= NATIVE_TRANSPORT_MAX_SIDE):
+        source = transport_native(mask.detach().float().cpu().numpy(),
+                                  saliency.detach().float().cpu().numpy(), eps)
+        return torch.from_numpy(source).to(mask.device)
+    return _transport_rounds(mask, saliency, eps)
+
+
+def _transport_rounds(mask: torch.Tensor, saliency: torch.Tensor, eps: float) -> torch.Tensor:
+    """:func:`transport_sources` in tensor operations. The original computes each round on dense
+    (n^2, n^2) one-hot plans; here a round works on the n^2 claims and one argmin over the costs
+    (most sources lose a round, so re-reading every row is cheaper than gathering the losers'
+    rows, and needs no host sync on a GPU)."""
     batch, n = mask.shape[0], mask.shape[-1]
     cells = n * n
     cost = eps * cost_matrix(n).to(mask.device) - saliency.reshape(batch, -1, 1) * \
@@ -349,29 +374,44 @@ def mask_transport(mask: torch.Tensor, saliency: torch.Tensor, eps: float) -> to
         first_other = torch.zeros_like(never).scatter_(1, claims[:, :1], first_other[:, None])
         zero_tie = others & (lowest == 0) & (first_other < first_claimant)
         winner = torch.where(zero_tie, never, first_claimant)  # (B, n^2 destinations), n^2: nobody
-        won = winner.gather(1, claims) == sources              # source i won its claim
         if round_ == n - 1:
-            break
-        lost = ~won
+            return winner
+        lost = winner.gather(1, claims) != sources             # source i lost its claim
         cost.view(batch, -1).scatter_add_(1, sources * cells + claims, lost.to(cost.dtype))  # losers pay 1
         claims = torch.where(lost, cost.argmin(-1), claims)  # winners' rows are unchanged
-    plan = torch.zeros(batch, cells, cells + 1, device=mask.device)
-    plan.scatter_(2, torch.where(won, claims, torch.full_like(claims, cells))[..., None], 1.0)
-    return plan[..., :cells]
+    raise AssertionError("unreachable: the last round returns")
+
+
+def mask_transport(mask: torch.Tensor, saliency: torch.Tensor, eps: float, *,
+                   backend: str = "auto") -> torch.Tensor:
+    """The original's transport plan: mask, saliency (B, n, n) -> plan (B, n^2, n^2), plan[b, i, j]
+    = 1: cell i moves to cell j (a partial permutation). See :func:`transport_sources`."""
+    source = transport_sources(mask, saliency, eps, backend=backend)
+    batch, cells = source.shape
+    plan = torch.zeros(batch, cells + 1, cells, device=mask.device)
+    plan.scatter_(1, source[:, None, :], 1.0)
+    return plan[:, :cells]
+
+
+def move_cells(images: torch.Tensor, source: torch.Tensor, n: int) -> torch.Tensor:
+    """Moves the n x n cells of (B, C, H, W) images: destination cell j gets cell source[b, j]
+    ((B, n^2) as :func:`transport_sources` returns), or 0 where source is n^2 (the original's
+    ``transport_image``, without its n^4 multiply-adds)."""
+    b, c, h, w = images.shape
+    cells = images.reshape(b, c, n, h // n, n, w // n).permute(0, 1, 2, 4, 3, 5).reshape(b, c, n * n, -1)
+    filled = source < n * n
+    moved = cells.gather(2, torch.where(filled, source, 0)[:, None, :, None].expand(b, c, n * n, cells.shape[-1]))
+    moved = torch.where(filled[:, None, :, None], moved, torch.zeros((), dtype=images.dtype, device=images.device))
+    return moved.reshape(b, c, n, n, h // n, w // n).permute(0, 1, 2, 4, 3, 5).reshape(b, c, h, w)
 
 
 def transport_blocks(images: torch.Tensor, plan: torch.Tensor, n: int) -> torch.Tensor:
-    """Moves the n x n cells of (B, C, H, W) images as `plan` (B, n^2, n^2) says; unclaimed cells
-    become 0 (the original's ``transport_image``). `plan` is a partial permutation (at most one 1
-    per row and column, as mask_transport returns), so each destination copies its one source
-    cell (the original's product with the plan, without its n^4 multiply-adds)."""
-    b, c, h, w = images.shape
-    cells = images.reshape(b, c, n, h // n, n, w // n).permute(0, 1, 2, 4, 3, 5).reshape(b, c, n * n, -1)
-    source = plan.argmax(1)                                    # (B, n^2): the cell moved to j
+    """Moves the n x n cells of (B, C, H, W) images as `plan` (B, n^2, n^2) says (a partial
+    permutation, as :func:`mask_transport` returns); unclaimed cells become 0 (the original's
+    ``transport_image``)."""
     filled = plan.amax(1) > 0
-    moved = cells.gather(2, source[:, None, :, None].expand(b, c, n * n, cells.shape[-1]))
-    moved = torch.where(filled[:, None, :, None], moved, torch.zeros((), dtype=images.dtype, device=images.device))
-    return moved.reshape(b, c, n, n, h // n, w // n).permute(0, 1, 2, 4, 3, 5).reshape(b, c, h, w)
+    source = torch.where(filled, plan.argmax(1), n * n)
+    return move_cells(images, source, n)
 
 
 def _check_scaler(scaler, who: str) -> None:
@@ -391,7 +431,10 @@ class PuzzleMix:
     graph cuts of a batch in that many worker processes (PyMaxflow and gco; the native solver
     runs all of them in one call on threads). solver "exact" (one s-t cut, optimal: the native
     library when built, else PyMaxflow), "native" / "maxflow" (that implementation of it), or
-    "swap" (gco's alpha-beta swap on the original's integer quantisation). Image sizes, block
+    "swap" (gco's alpha-beta swap on the original's integer quantisation). The block transport
+    follows the solver: natively for "native", in torch operations for "maxflow" (the path without
+    the library), natively when the library is built for "exact" and "swap" (the same plans; see
+    :func:`transport_sources`). Image sizes, block
     counts, neighbourhoods and transport cells: see the module docstring. Sampling
     (:meth:`sample`) is kept apart from applying (:meth:`mix`).
     """
@@ -431,6 +474,7 @@ class PuzzleMix:
         self.beta, self.gamma, self.eta, self.neigh_size = beta, gamma, eta, neigh_size
         self.transport, self.t_eps, self.t_size = transport, t_eps, t_size
         self.block_nums, self.solver, self.clean_lam = tuple(block_nums), solver, clean_lam
+        self.transport_backend = {"native": "native", "maxflow": "torch"}.get(solver, "auto")
         self.lambda_scope, self.workers, self.generator = lambda_scope, workers, generator
 
     def pixels(self, x: torch.Tensor) -> torch.Tensor:
@@ -532,10 +576,11 @@ class PuzzleMix:
             if self.transport:  # each image's blocks move under its own part of the mask
                 s_cells = block_saliency(saliency.detach().float(), cells)
                 m = F.interpolate(m, size=cells, mode="nearest")
-                own_t = transport_blocks(
-                    own_k, mask_transport(m[:, 0], s_cells.repeat_interleave(k, 0), self.t_eps), cells)
-                partner_t = transport_blocks(partner_k, mask_transport(
-                    1 - m[:, 0], s_cells[partners].repeat_interleave(k, 0), self.t_eps), cells)
+                own_t = move_cells(own_k, transport_sources(
+                    m[:, 0], s_cells.repeat_interleave(k, 0), self.t_eps, backend=self.transport_backend), cells)
+                partner_t = move_cells(partner_k, transport_sources(
+                    1 - m[:, 0], s_cells[partners].repeat_interleave(k, 0), self.t_eps,
+                    backend=self.transport_backend), cells)
             else:
                 own_t, partner_t = own_k, partner_k
             m_full = F.interpolate(m, size=width, mode="nearest").to(x.dtype)
