@@ -66,8 +66,8 @@ def main() -> None:
     where = (f"the CPU ({args.threads} threads)" if device.type == "cpu" else
              f"{torch.cuda.get_device_name()} (masks: graph cuts on the CPU, {args.threads} threads)")
     lines = [f"Puzzle Mix on {where}, B={args.batch}, 32x32x3; best of "
-             f"{args.repeats}, solvers interleaved in each repeat. Shared machine (other jobs "
-             f"running): absolute times are noisy, compare ratios within this table.",
+             f"{args.repeats}, solvers interleaved in each repeat (times are noisy on a shared "
+             f"machine: compare ratios within this table).",
              f"Regenerate: `{COMMAND}{' --device cuda' if device.type == 'cuda' else ''}`.", "",
              "Mask time per batch (energies + graph cuts for every sample and step), ms. "
              "`maxflow` is the PyMaxflow exact path (graph by graph, worker processes when "
@@ -102,7 +102,9 @@ def main() -> None:
               "uniformly); feeds interleaved. Limit: the multi-mix input-mixup K=5 step of the same "
               "model (goal: multi-mix Puzzle Mix K=5 <= 1.5x of it). Breakdown: saliency pass (the "
               "extra forward/backward), masks (energies + cuts), transport + mix, then the training "
-              "forward/backward/SGD.", "",
+              "forward/backward/SGD. Feeds: `native` = the library's graph cuts and, for CPU tensors, "
+              "its block transport; `maxflow` = PyMaxflow in worker processes and the transport "
+              "rounds in torch operations (the path without the library).", "",
               "| feed | step ms | / mixup K=5 step | saliency | masks | transport + mix | fwd/bwd/SGD |"
               + "".join(f" step, {b} blocks |" for b in BLOCK_NUMS),
               "|---|---|---|---|---|---|---|" + "---|" * len(BLOCK_NUMS)]

@@ -314,8 +314,8 @@ def cost_matrix(n: int) -> torch.Tensor:
     return ((ij[:, None] - ij[None]) ** 2).sum(-1).float() / max(n - 1, 1) ** 2
 
 
-#: transport backends: "auto" (native when libmultimix_graphcut.so is built and the grid is at most
-#: graphcut.NATIVE_TRANSPORT_MAX_SIDE cells per side, else torch), "native", "torch"
+#: transport backends: "auto" (native for CPU tensors when libmultimix_graphcut.so is built and the
+#: grid is at most graphcut.NATIVE_TRANSPORT_MAX_SIDE cells per side, else torch), "native", "torch"
 TRANSPORT_BACKENDS = ("auto", "native", "torch")
 
 
@@ -332,13 +332,14 @@ def transport_sources(mask: torch.Tensor, saliency: torch.Tensor, eps: float, *,
     0 goes to nobody; first index on ties), losers pay 1 more for their claim.
 
     backend "native": csrc/puzzle_transport.h over threads (the masks' library; inputs copied to
-    the CPU); "torch": the rounds as tensor operations on mask's device; "auto": native when the
-    library is built and n <= graphcut.NATIVE_TRANSPORT_MAX_SIDE. Both equal the original's dense
+    the CPU); "torch": the rounds as tensor operations on mask's device; "auto": native for CPU
+    tensors when the library is built and n <= graphcut.NATIVE_TRANSPORT_MAX_SIDE, else torch
+    (on a GPU the rounds stay on the device: no host sync). Both equal the original's dense
     rounds bit for bit (tests/test_puzzle.py)."""
     if backend not in TRANSPORT_BACKENDS:
         raise ValueError(f"transport_sources: `backend` must be one of {TRANSPORT_BACKENDS}; got {backend!r}")
     n = mask.shape[-1]
-    if backend == "native" or (backend == "auto" and native_available()
+    if backend == "native" or (backend == "auto" and mask.device.type == "cpu" and native_available()
                                and n <= NATIVE_TRANSPORT_MAX_SIDE):
         source = transport_native(mask.detach().float().cpu().numpy(),
                                   saliency.detach().float().cpu().numpy(), eps)
@@ -433,8 +434,8 @@ class PuzzleMix:
     library when built, else PyMaxflow), "native" / "maxflow" (that implementation of it), or
     "swap" (gco's alpha-beta swap on the original's integer quantisation). The block transport
     follows the solver: natively for "native", in torch operations for "maxflow" (the path without
-    the library), natively when the library is built for "exact" and "swap" (the same plans; see
-    :func:`transport_sources`). Image sizes, block
+    the library), for "exact" and "swap" natively on CPU tensors when the library is built and in
+    torch operations on GPU tensors (the same plans; see :func:`transport_sources`). Image sizes, block
     counts, neighbourhoods and transport cells: see the module docstring. Sampling
     (:meth:`sample`) is kept apart from applying (:meth:`mix`).
     """
