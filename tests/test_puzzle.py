@@ -231,13 +231,13 @@ def test_native_transport_equals_the_torch_rounds_on_puzzle_mix_inputs():
     """Many grids over threads, with the saliency and masks Puzzle Mix gives it (normalised block
     saliency, 0 / 0.5 / 1 masks and their complements), every grid size it uses."""
     g = torch.Generator().manual_seed(11)
-    for n in (2, 4, 8, 16):
-        saliency = torch.rand(300, n, n, generator=g) ** 3
+    for n, grids in ((2, 300), (4, 300), (8, 300), (16, 300), (32, 3)):  # 32: the native limit
+        saliency = torch.rand(grids, n, n, generator=g) ** 3
         saliency = saliency / saliency.sum((1, 2), keepdim=True)
-        mask = torch.randint(0, 3, (300, n, n), generator=g).float() / 2
+        mask = torch.randint(0, 3, (grids, n, n), generator=g).float() / 2
         for m in (mask, 1 - mask):
             native = transport_sources(m, saliency, 0.8, backend="native")
-            assert native.dtype == torch.long and native.shape == (300, n * n)
+            assert native.dtype == torch.long and native.shape == (grids, n * n)
             assert torch.equal(native, transport_sources(m, saliency, 0.8, backend="torch"))
             filled = native[native < n * n]
             assert len(filled) > 0
@@ -273,8 +273,14 @@ def test_transport_native_refuses_bad_shapes():
         transport_native(np.zeros((2, 3, 4)), np.zeros((2, 3, 4)), 0.8)
     with pytest.raises(ValueError, match=r"got \(2, 3, 3\) and \(2, 3\)"):
         transport_native(np.zeros((2, 3, 3)), np.zeros((2, 3)), 0.8)
-    with pytest.raises(ValueError, match=r"grids of 1 to 64 cells per side; got 65"):
-        transport_native(np.zeros((1, 65, 65)), np.zeros((1, 65, 65)), 0.8)
+    with pytest.raises(ValueError, match=r"grids of 1 to 32 cells per side; got 33"):
+        transport_native(np.zeros((1, 33, 33)), np.zeros((1, 33, 33)), 0.8)
+    with pytest.raises(ValueError, match=r"`threads` must be an integer >= 0 \(0: one per CPU\); got -1"):
+        transport_native(np.zeros((1, 3, 3)), np.zeros((1, 3, 3)), 0.8, threads=-1)
+    # a grid past the native limit goes to the torch rounds under "auto"
+    big = torch.rand(1, 33, 33, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(transport_sources((big > 0.5).float(), big, 0.8),
+                       transport_sources((big > 0.5).float(), big, 0.8, backend="torch"))
     assert transport_native(np.zeros((0, 3, 3)), np.zeros((0, 3, 3)), 0.8).shape == (0, 9)
 
 

@@ -71,7 +71,7 @@ int mm_graphcut_solve(const double *unary, const double *cost_v, const double *c
 // range (nothing written).
 int mm_puzzle_transport(const float *mask, const float *saliency, int64_t grids, int32_t n,
                         float eps, int32_t threads, int64_t *source) {
-  if (grids < 0 || n < 1 || n > 64) return -1;
+  if (grids < 0 || n < 1 || n > multimix_graphcut::kMaxTransportSide) return -1;
   if (grids == 0) return 0;
   const int64_t cells = static_cast<int64_t>(n) * n;
   std::atomic<int64_t> next{0};

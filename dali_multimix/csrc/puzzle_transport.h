@@ -21,6 +21,9 @@
 
 namespace multimix_graphcut {
 
+// The largest grid side (its scratch holds (n^2)^2 costs and indices: 12 MiB per thread at 32).
+constexpr int kMaxTransportSide = 32;
+
 // Scratch reused across the grids one thread transports.
 struct TransportScratch {
   int n = 0;
@@ -100,7 +103,7 @@ inline void TransportGrid(const float *mask, const float *saliency, int n, float
   const int cells = n * n;
   const float denom = static_cast<float>(std::max(n - 1, 1) * std::max(n - 1, 1));
   s.Prepare(n);
-  float shown[64 * 64];
+  float shown[kMaxTransportSide * kMaxTransportSide];
   for (int j = 0; j < cells; j++) shown[j] = mask[j] > 0 ? 1.0f : 0.0f;
   for (int i = 0; i < cells; i++)
     s.claims[i] = CheapestDestination(i, shown, saliency[i], eps, denom, cells, s, &s.claim_cost[i]);

@@ -269,8 +269,9 @@ def solve_batch(unary, cost_v, cost_h, *, backend: str = "auto", threads: int = 
     return out.astype(np.int64)
 
 
-#: the largest transport grid side the native transport takes (its cost matrix is (n^2, n^2))
-NATIVE_TRANSPORT_MAX_SIDE = 64
+#: the largest transport grid side the native transport takes (csrc/puzzle_transport.h
+#: kMaxTransportSide: its scratch holds (n^2, n^2) costs); Puzzle Mix's grids have at most 16
+NATIVE_TRANSPORT_MAX_SIDE = 32
 
 
 def transport_native(mask: np.ndarray, saliency: np.ndarray, eps: float, *,
@@ -289,6 +290,9 @@ def transport_native(mask: np.ndarray, saliency: np.ndarray, eps: float, *,
     if mask.ndim != 3 or mask.shape[1] != mask.shape[2] or saliency.shape != mask.shape:
         raise ValueError(f"transport_native: `mask` and `saliency` must both be (G, n, n); got "
                          f"{mask.shape} and {saliency.shape}")
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
+        raise ValueError(f"transport_native: `threads` must be an integer >= 0 (0: one per CPU); got "
+                         f"{threads!r}")
     grids, n = mask.shape[0], mask.shape[1]
     if not 1 <= n <= NATIVE_TRANSPORT_MAX_SIDE:
         raise ValueError(f"transport_native: grids of 1 to {NATIVE_TRANSPORT_MAX_SIDE} cells per "
