@@ -16,6 +16,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -24,12 +27,44 @@ namespace multimix_graphcut {
 // The largest grid side (its scratch holds (n^2)^2 costs and indices: 12 MiB per thread at 32).
 constexpr int kMaxTransportSide = 32;
 
+// For every cell i of an n x n grid, the cells by squared distance from i, then by index:
+// cell[i * n^2 + t] the t-th nearest, distance2[i * n^2 + t] its squared distance. Built once per
+// n and process (shared read-only by the threads).
+struct DistanceOrder {
+  std::vector<int32_t> cell, distance2;
+
+  explicit DistanceOrder(int n) {
+    const int cells = n * n;
+    cell.resize(static_cast<size_t>(cells) * cells);
+    distance2.resize(cell.size());
+    std::vector<std::pair<int32_t, int32_t>> row(cells);
+    for (int i = 0; i < cells; i++) {
+      for (int j = 0; j < cells; j++) {
+        const int dy = i / n - j / n, dx = i % n - j % n;
+        row[j] = {dy * dy + dx * dx, j};
+      }
+      std::sort(row.begin(), row.end());
+      for (int t = 0; t < cells; t++) {
+        cell[static_cast<size_t>(i) * cells + t] = row[t].second;
+        distance2[static_cast<size_t>(i) * cells + t] = row[t].first;
+      }
+    }
+  }
+
+  static const DistanceOrder &For(int n) {
+    static std::mutex lock;
+    static std::map<int, std::unique_ptr<DistanceOrder>> orders;
+    std::lock_guard<std::mutex> guard(lock);
+    auto &order = orders[n];
+    if (!order) order = std::make_unique<DistanceOrder>(n);
+    return *order;
+  }
+};
+
 // Scratch reused across the grids one thread transports.
 struct TransportScratch {
   int n = 0;
-  // by_distance[i * cells + t]: the t-th cell nearest to cell i (by squared distance, then index);
-  // its squared distance in distance2[i * cells + t]
-  std::vector<int32_t> by_distance, distance2;
+  const DistanceOrder *order = nullptr;
   // cost[i * cells + j] where losers have paid (costs only rise), valid where stamp == grid
   std::vector<float> paid;
   std::vector<int64_t> stamp;
@@ -41,20 +76,7 @@ struct TransportScratch {
     const int cells = side * side;
     if (side != n) {
       n = side;
-      by_distance.resize(static_cast<size_t>(cells) * cells);
-      distance2.resize(by_distance.size());
-      std::vector<std::pair<int32_t, int32_t>> row(cells);
-      for (int i = 0; i < cells; i++) {
-        for (int j = 0; j < cells; j++) {
-          const int dy = i / side - j / side, dx = i % side - j % side;
-          row[j] = {dy * dy + dx * dx, j};
-        }
-        std::sort(row.begin(), row.end());
-        for (int t = 0; t < cells; t++) {
-          by_distance[static_cast<size_t>(i) * cells + t] = row[t].second;
-          distance2[static_cast<size_t>(i) * cells + t] = row[t].first;
-        }
-      }
+      order = &DistanceOrder::For(side);
       paid.assign(static_cast<size_t>(cells) * cells, 0.0f);
       stamp.assign(paid.size(), -1);
     }
@@ -75,8 +97,8 @@ struct TransportScratch {
 // whole row.
 inline int32_t CheapestDestination(int i, const float *shown, float s_i, float eps, float denom,
                                    int cells, const TransportScratch &s, float *cost_out) {
-  const int32_t *order = s.by_distance.data() + static_cast<size_t>(i) * cells;
-  const int32_t *d2 = s.distance2.data() + static_cast<size_t>(i) * cells;
+  const int32_t *order = s.order->cell.data() + static_cast<size_t>(i) * cells;
+  const int32_t *d2 = s.order->distance2.data() + static_cast<size_t>(i) * cells;
   const size_t row = static_cast<size_t>(i) * cells;
   const bool prune = eps >= 0;
   int32_t best = -1;
