@@ -376,11 +376,11 @@ def _transport_rounds(mask: torch.Tensor, saliency: torch.Tensor, eps: float) ->
         zero_tie = others & (lowest == 0) & (first_other < first_claimant)
         winner = torch.where(zero_tie, never, first_claimant)  # (B, n^2 destinations), n^2: nobody
         if round_ == n - 1:
-            return winner
+            break
         lost = winner.gather(1, claims) != sources             # source i lost its claim
         cost.view(batch, -1).scatter_add_(1, sources * cells + claims, lost.to(cost.dtype))  # losers pay 1
         claims = torch.where(lost, cost.argmin(-1), claims)  # winners' rows are unchanged
-    raise AssertionError("unreachable: the last round returns")
+    return winner
 
 
 def mask_transport(mask: torch.Tensor, saliency: torch.Tensor, eps: float, *,
