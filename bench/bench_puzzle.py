@@ -102,9 +102,10 @@ def main() -> None:
               "uniformly); feeds interleaved. Limit: the multi-mix input-mixup K=5 step of the same "
               "model (goal: multi-mix Puzzle Mix K=5 <= 1.5x of it). Breakdown: saliency pass (the "
               "extra forward/backward), masks (energies + cuts), transport + mix, then the training "
-              "forward/backward/SGD. Feeds: `native` = the library's graph cuts and, for CPU tensors, "
-              "its block transport; `maxflow` = PyMaxflow in worker processes and the transport "
-              "rounds in torch operations (the path without the library).", "",
+              "forward/backward/SGD. Feeds: `native` = the library's graph cuts and its block transport "
+              "on CPU tensors (on CUDA tensors the transport rounds replayed as CUDA graphs); "
+              "`maxflow` = PyMaxflow in worker processes and the transport rounds in torch "
+              "operations (the path without the library; CUDA graphs on a GPU too).", "",
               "| feed | step ms | / mixup K=5 step | saliency | masks | transport + mix | fwd/bwd/SGD |"
               + "".join(f" step, {b} blocks |" for b in BLOCK_NUMS),
               "|---|---|---|---|---|---|---|" + "---|" * len(BLOCK_NUMS)]

@@ -248,7 +248,8 @@ def test_native_transport_equals_the_torch_rounds_on_puzzle_mix_inputs():
 
 @pytest.mark.skipif(not native_available(), reason="libmultimix_graphcut.so not built")
 def test_compose_transports_natively_and_in_torch_alike():
-    """solver "native" transports natively, "maxflow" in torch operations: the same images."""
+    """On CPU tensors solver "native" transports natively, "maxflow" in torch operations: the
+    same images."""
     g = torch.Generator().manual_seed(4)
     x = torch.randn(8, 3, 32, 32, generator=g)
     saliency = torch.rand(8, 32, 32, generator=g)

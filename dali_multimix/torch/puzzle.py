@@ -334,8 +334,8 @@ def transport_sources(mask: torch.Tensor, saliency: torch.Tensor, eps: float, *,
     backend "native": csrc/puzzle_transport.h over threads (the masks' library; inputs copied to
     the CPU); "torch": the rounds as tensor operations on mask's device; "auto": native for CPU
     tensors when the library is built and n <= graphcut.NATIVE_TRANSPORT_MAX_SIDE, else torch
-    (on a GPU the rounds stay on the device: no host sync). Both equal the original's dense
-    rounds bit for bit (tests/test_puzzle.py)."""
+    (on a GPU the rounds stay on the device, replayed as one CUDA graph per shape: no host sync).
+    Both equal the original's dense rounds bit for bit (tests/test_puzzle.py)."""
     if backend not in TRANSPORT_BACKENDS:
         raise ValueError(f"transport_sources: `backend` must be one of {TRANSPORT_BACKENDS}; got {backend!r}")
     n = mask.shape[-1]
@@ -344,17 +344,21 @@ def transport_sources(mask: torch.Tensor, saliency: torch.Tensor, eps: float, *,
         source = transport_native(mask.detach().float().cpu().numpy(),
                                   saliency.detach().float().cpu().numpy(), eps)
         return torch.from_numpy(source).to(mask.device)
-    return _transport_rounds(mask, saliency, eps)
+    if mask.is_cuda:
+        return _transport_rounds_graphed(mask, saliency, eps)
+    return _transport_rounds(mask, saliency, eps, cost_matrix(mask.shape[-1]))
 
 
-def _transport_rounds(mask: torch.Tensor, saliency: torch.Tensor, eps: float) -> torch.Tensor:
-    """:func:`transport_sources` in tensor operations. The original computes each round on dense
-    (n^2, n^2) one-hot plans; here a round works on the n^2 claims and one argmin over the costs
-    (most sources lose a round, so re-reading every row is cheaper than gathering the losers'
-    rows, and needs no host sync on a GPU)."""
+def _transport_rounds(mask: torch.Tensor, saliency: torch.Tensor, eps: float,
+                      distance: torch.Tensor) -> torch.Tensor:
+    """:func:`transport_sources` in tensor operations (distance: :func:`cost_matrix` on mask's
+    device). The original computes each round on dense (n^2, n^2) one-hot plans; here a round
+    works on the n^2 claims and one argmin over the costs (most sources lose a round, so
+    re-reading every row is cheaper than gathering the losers' rows, and needs no host sync on a
+    GPU)."""
     batch, n = mask.shape[0], mask.shape[-1]
     cells = n * n
-    cost = eps * cost_matrix(n).to(mask.device) - saliency.reshape(batch, -1, 1) * \
+    cost = eps * distance.to(mask.device) - saliency.reshape(batch, -1, 1) * \
         (mask > 0).float().reshape(batch, 1, -1)
     claims = cost.argmin(-1)                                   # (B, n^2): each source's destination
     sources = torch.arange(cells, device=mask.device).expand(batch, cells)
@@ -381,6 +385,45 @@ def _transport_rounds(mask: torch.Tensor, saliency: torch.Tensor, eps: float) ->
         cost.view(batch, -1).scatter_add_(1, sources * cells + claims, lost.to(cost.dtype))  # losers pay 1
         claims = torch.where(lost, cost.argmin(-1), claims)  # winners' rows are unchanged
     return winner
+
+
+#: CUDA graphs of the transport rounds, one per (device, shapes, dtypes, eps): static inputs, graph,
+#: static output; None where capturing failed (the rounds then run eagerly)
+_TRANSPORT_GRAPHS: dict = {}
+
+
+def _transport_rounds_graphed(mask: torch.Tensor, saliency: torch.Tensor, eps: float) -> torch.Tensor:
+    """:func:`_transport_rounds` on a GPU, captured once per shape as a CUDA graph and replayed:
+    the n rounds are a few hundred small kernels whose launches, not their work, cost the time.
+    The same kernels on the same values, so the same result (tests/gpu checks it against the
+    eager rounds)."""
+    key = (mask.device, tuple(mask.shape), mask.dtype, tuple(saliency.shape), saliency.dtype, float(eps))
+    entry = _TRANSPORT_GRAPHS.get(key, False)
+    if entry is False:
+        entry = None
+        try:
+            static_mask, static_saliency = mask.detach().clone(), saliency.detach().clone()
+            distance = cost_matrix(mask.shape[-1]).to(mask.device)
+            side = torch.cuda.Stream(mask.device)
+            side.wait_stream(torch.cuda.current_stream(mask.device))
+            with torch.cuda.stream(side):  # warm-up outside the capture (allocator, kernels)
+                _transport_rounds(static_mask, static_saliency, eps, distance)
+            torch.cuda.current_stream(mask.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = _transport_rounds(static_mask, static_saliency, eps, distance)
+            # everything the graph reads must outlive it: the distances too
+            entry = (static_mask, static_saliency, distance, graph, static_out)
+        except RuntimeError:  # no capture on this device / build: eager rounds
+            entry = None
+        _TRANSPORT_GRAPHS[key] = entry
+    if entry is None:
+        return _transport_rounds(mask, saliency, eps, cost_matrix(mask.shape[-1]).to(mask.device))
+    static_mask, static_saliency, _, graph, static_out = entry
+    static_mask.copy_(mask)
+    static_saliency.copy_(saliency)
+    graph.replay()
+    return static_out.clone()
 
 
 def mask_transport(mask: torch.Tensor, saliency: torch.Tensor, eps: float, *,
@@ -433,9 +476,9 @@ class PuzzleMix:
     runs all of them in one call on threads). solver "exact" (one s-t cut, optimal: the native
     library when built, else PyMaxflow), "native" / "maxflow" (that implementation of it), or
     "swap" (gco's alpha-beta swap on the original's integer quantisation). The block transport
-    follows the solver: natively for "native", in torch operations for "maxflow" (the path without
-    the library), for "exact" and "swap" natively on CPU tensors when the library is built and in
-    torch operations on GPU tensors (the same plans; see :func:`transport_sources`). Image sizes, block
+    runs natively on CPU tensors when the library is built and as torch operations (one CUDA
+    graph per shape) on GPU tensors; with solver "maxflow" (the path without the library) always
+    as torch operations. The same plans either way (see :func:`transport_sources`). Image sizes, block
     counts, neighbourhoods and transport cells: see the module docstring. Sampling
     (:meth:`sample`) is kept apart from applying (:meth:`mix`).
     """
@@ -475,7 +518,7 @@ class PuzzleMix:
         self.beta, self.gamma, self.eta, self.neigh_size = beta, gamma, eta, neigh_size
         self.transport, self.t_eps, self.t_size = transport, t_eps, t_size
         self.block_nums, self.solver, self.clean_lam = tuple(block_nums), solver, clean_lam
-        self.transport_backend = {"native": "native", "maxflow": "torch"}.get(solver, "auto")
+        self.transport_backend = "torch" if solver == "maxflow" else "auto"
         self.lambda_scope, self.workers, self.generator = lambda_scope, workers, generator
 
     def pixels(self, x: torch.Tensor) -> torch.Tensor:

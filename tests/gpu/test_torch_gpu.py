@@ -97,6 +97,26 @@ def test_puzzle_mix_compose_on_cuda_equals_cpu(torch):
     torch.testing.assert_close(gpu.weights.cpu(), cpu.weights, rtol=0, atol=1e-6)
 
 
+def test_puzzle_transport_cuda_graph_equals_the_cpu_rounds(torch):
+    """The transport rounds replayed as a CUDA graph: equal to the CPU rounds for every call, new
+    inputs of a captured shape included (a stale static input or output would show), ties too."""
+    from dali_multimix.torch.puzzle import _TRANSPORT_GRAPHS, transport_sources
+
+    g = torch.Generator().manual_seed(7)
+    for n, grids in ((2, 40), (8, 40), (16, 12), (8, 40)):
+        for call in range(3):
+            saliency = torch.rand(grids, n, n, generator=g)
+            if call == 2:  # few levels: ties everywhere
+                saliency = torch.randint(0, 3, (grids, n, n), generator=g).float()
+            saliency = saliency / saliency.sum((1, 2), keepdim=True).clamp_min(1e-12)
+            mask = torch.randint(0, 3, (grids, n, n), generator=g).float() / 2
+            cpu = transport_sources(mask, saliency, 0.8, backend="torch")
+            gpu = transport_sources(mask.cuda(), saliency.cuda(), 0.8, backend="torch")
+            assert gpu.device.type == "cuda" and torch.equal(gpu.cpu(), cpu), (n, call)
+    captured = {key[1] for key, entry in _TRANSPORT_GRAPHS.items() if entry is not None}
+    assert {(40, 2, 2), (40, 8, 8), (12, 16, 16)} <= captured  # replayed for the later calls
+
+
 @pytest.mark.skipif(importlib.util.find_spec("maxflow") is None,
                     reason="PyMaxflow (Puzzle Mix's exact graph cut) is not installed")
 def test_puzzle_mix_step_on_cuda_equals_cpu(torch):
