@@ -392,11 +392,18 @@ def _transport_rounds(mask: torch.Tensor, saliency: torch.Tensor, eps: float,
 _TRANSPORT_GRAPHS: dict = {}
 
 
+def release_transport_graphs() -> None:
+    """Frees the CUDA graphs of Puzzle Mix's transport (each keeps the GPU memory of one eager
+    transport of its shape, e.g. about 0.3 GB for B*K = 500 grids of 16 x 16 cells, for the life
+    of the process); the next GPU transport captures again."""
+    _TRANSPORT_GRAPHS.clear()
+
+
 def _transport_rounds_graphed(mask: torch.Tensor, saliency: torch.Tensor, eps: float) -> torch.Tensor:
     """:func:`_transport_rounds` on a GPU, captured once per shape as a CUDA graph and replayed:
     the n rounds are a few hundred small kernels whose launches, not their work, cost the time.
     The same kernels on the same values, so the same result (tests/gpu checks it against the
-    eager rounds)."""
+    eager rounds). The graphs stay cached: :func:`release_transport_graphs` frees them."""
     key = (mask.device, tuple(mask.shape), mask.dtype, tuple(saliency.shape), saliency.dtype, float(eps))
     entry = _TRANSPORT_GRAPHS.get(key, False)
     if entry is False:
@@ -410,11 +417,12 @@ def _transport_rounds_graphed(mask: torch.Tensor, saliency: torch.Tensor, eps: f
                 _transport_rounds(static_mask, static_saliency, eps, distance)
             torch.cuda.current_stream(mask.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # thread_local: other threads (a DALI pipeline's) may allocate while this one captures
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 static_out = _transport_rounds(static_mask, static_saliency, eps, distance)
             # everything the graph reads must outlive it: the distances too
             entry = (static_mask, static_saliency, distance, graph, static_out)
-        except RuntimeError:  # no capture on this device / build: eager rounds
+        except (RuntimeError, TypeError):  # no capture on this device / torch: eager rounds
             entry = None
         _TRANSPORT_GRAPHS[key] = entry
     if entry is None:

@@ -100,7 +100,8 @@ def test_puzzle_mix_compose_on_cuda_equals_cpu(torch):
 def test_puzzle_transport_cuda_graph_equals_the_cpu_rounds(torch):
     """The transport rounds replayed as a CUDA graph: equal to the CPU rounds for every call, new
     inputs of a captured shape included (a stale static input or output would show), ties too."""
-    from dali_multimix.torch.puzzle import _TRANSPORT_GRAPHS, transport_sources
+    from dali_multimix.torch.puzzle import (_TRANSPORT_GRAPHS, release_transport_graphs,
+                                            transport_sources)
 
     g = torch.Generator().manual_seed(7)
     for n, grids in ((2, 40), (8, 40), (16, 12), (8, 40)):
@@ -115,6 +116,9 @@ def test_puzzle_transport_cuda_graph_equals_the_cpu_rounds(torch):
             assert gpu.device.type == "cuda" and torch.equal(gpu.cpu(), cpu), (n, call)
     captured = {key[1] for key, entry in _TRANSPORT_GRAPHS.items() if entry is not None}
     assert {(40, 2, 2), (40, 8, 8), (12, 16, 16)} <= captured  # replayed for the later calls
+    release_transport_graphs()
+    assert not _TRANSPORT_GRAPHS
+    assert torch.equal(transport_sources(mask.cuda(), saliency.cuda(), 0.8, backend="torch").cpu(), cpu)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("maxflow") is None,
