@@ -282,6 +282,8 @@ def test_transport_native_refuses_bad_shapes():
     big = torch.rand(1, 33, 33, generator=torch.Generator().manual_seed(0))
     assert torch.equal(transport_sources((big > 0.5).float(), big, 0.8),
                        transport_sources((big > 0.5).float(), big, 0.8, backend="torch"))
+    with pytest.raises(TypeError, match=r"`saliency` must be an array of numbers; got str"):
+        transport_native(np.zeros((1, 3, 3)), "abc", 0.8)
     assert transport_native(np.zeros((0, 3, 3)), np.zeros((0, 3, 3)), 0.8).shape == (0, 9)
 
 

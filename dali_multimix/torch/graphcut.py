@@ -285,8 +285,14 @@ def transport_native(mask: np.ndarray, saliency: np.ndarray, eps: float, *,
     if lib is None:
         raise ValueError("transport_native: needs libmultimix_graphcut.so (built with the package; or "
                          "DALI_MULTIMIX_GRAPHCUT_LIB); it could not be loaded")
-    mask = np.ascontiguousarray(mask, dtype=np.float32)
-    saliency = np.ascontiguousarray(saliency, dtype=np.float32)
+    arrays = []
+    for name, value in (("mask", mask), ("saliency", saliency)):
+        try:
+            arrays.append(np.ascontiguousarray(value, dtype=np.float32))
+        except (TypeError, ValueError):
+            raise TypeError(f"transport_native: `{name}` must be an array of numbers; got "
+                            f"{type(value).__name__}") from None
+    mask, saliency = arrays
     if mask.ndim != 3 or mask.shape[1] != mask.shape[2] or saliency.shape != mask.shape:
         raise ValueError(f"transport_native: `mask` and `saliency` must both be (G, n, n); got "
                          f"{mask.shape} and {saliency.shape}")
