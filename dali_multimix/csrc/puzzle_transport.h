@@ -1,7 +1,8 @@
 // Puzzle Mix's block transport (J.-H. Kim et al., ICML 2020; the authors' mixup.py
 // `mask_transport`) for one n x n grid, natively: the same rounds, the same float32 costs and the
-// same tie rules as dali_multimix/torch/puzzle.py:mask_transport (which equals the original's dense
-// one-hot rounds bit for bit; tests/test_puzzle.py checks all three against each other).
+// same tie rules as the torch rounds of dali_multimix/torch/puzzle.py:transport_sources (which
+// equal the original's dense one-hot rounds bit for bit; tests/test_puzzle.py checks all three
+// against each other).
 //   cost[i][j] = eps * dist^2(i, j) / (n - 1)^2 - s_i * z_j      (z_j = 1 where the mask is > 0)
 // Each round every source i claims the first cheapest destination of its row; in each destination
 // the original's argmin over all sources of plan[i][j] * cost[i][j] picks the winner: claimants

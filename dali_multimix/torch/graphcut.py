@@ -212,17 +212,23 @@ def native_available() -> bool:
     return native_library() is not None
 
 
+def _numbers(who: str, dtype, **arrays) -> list:
+    """C-contiguous `dtype` copies (or views) of the named arrays, for a native call; TypeError
+    naming the argument that is not an array of numbers."""
+    out = []
+    for name, value in arrays.items():
+        try:
+            out.append(np.ascontiguousarray(value, dtype=dtype))
+        except (TypeError, ValueError):
+            raise TypeError(f"{who}: `{name}` must be an array of numbers; got "
+                            f"{type(value).__name__}") from None
+    return out
+
+
 def _check_batch(unary, cost_v, cost_h) -> tuple:
     """Validated C-contiguous float64 copies of a batch of energies (see :func:`solve_batch`)."""
-    arrays = []
-    for name, value in (("unary", unary), ("cost_v", cost_v), ("cost_h", cost_h)):
-        try:
-            value = np.ascontiguousarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TypeError(f"solve_batch: `{name}` must be an array of numbers; got "
-                            f"{type(value).__name__}") from None
-        arrays.append(value)
-    unary, cost_v, cost_h = arrays
+    unary, cost_v, cost_h = _numbers("solve_batch", np.float64, unary=unary, cost_v=cost_v,
+                                     cost_h=cost_h)
     if unary.ndim != 4 or unary.shape[1] < 1 or unary.shape[2] < 1 or unary.shape[3] < 2:
         raise ValueError(f"solve_batch: `unary` must be (G, n, m, L) with n, m >= 1 and L >= 2; got "
                          f"{unary.shape}")
@@ -285,14 +291,7 @@ def transport_native(mask: np.ndarray, saliency: np.ndarray, eps: float, *,
     if lib is None:
         raise ValueError("transport_native: needs libmultimix_graphcut.so (built with the package; or "
                          "DALI_MULTIMIX_GRAPHCUT_LIB); it could not be loaded")
-    arrays = []
-    for name, value in (("mask", mask), ("saliency", saliency)):
-        try:
-            arrays.append(np.ascontiguousarray(value, dtype=np.float32))
-        except (TypeError, ValueError):
-            raise TypeError(f"transport_native: `{name}` must be an array of numbers; got "
-                            f"{type(value).__name__}") from None
-    mask, saliency = arrays
+    mask, saliency = _numbers("transport_native", np.float32, mask=mask, saliency=saliency)
     if mask.ndim != 3 or mask.shape[1] != mask.shape[2] or saliency.shape != mask.shape:
         raise ValueError(f"transport_native: `mask` and `saliency` must both be (G, n, n); got "
                          f"{mask.shape} and {saliency.shape}")

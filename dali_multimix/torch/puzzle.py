@@ -346,19 +346,21 @@ def transport_sources(mask: torch.Tensor, saliency: torch.Tensor, eps: float, *,
         return torch.from_numpy(source).to(mask.device)
     if mask.is_cuda:
         return _transport_rounds_graphed(mask, saliency, eps)
-    return _transport_rounds(mask, saliency, eps, cost_matrix(mask.shape[-1]))
+    return _transport_rounds(mask, saliency, eps)
 
 
 def _transport_rounds(mask: torch.Tensor, saliency: torch.Tensor, eps: float,
-                      distance: torch.Tensor) -> torch.Tensor:
-    """:func:`transport_sources` in tensor operations (distance: :func:`cost_matrix` on mask's
-    device). The original computes each round on dense (n^2, n^2) one-hot plans; here a round
-    works on the n^2 claims and one argmin over the costs (most sources lose a round, so
-    re-reading every row is cheaper than gathering the losers' rows, and needs no host sync on a
-    GPU)."""
+                      distance: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """:func:`transport_sources` in tensor operations (distance: :func:`cost_matrix` of the grid
+    on mask's device; made here when None). The original computes each round on dense (n^2, n^2)
+    one-hot plans; here a round works on the n^2 claims and one argmin over the costs (most
+    sources lose a round, so re-reading every row is cheaper than gathering the losers' rows, and
+    needs no host sync on a GPU)."""
     batch, n = mask.shape[0], mask.shape[-1]
     cells = n * n
-    cost = eps * distance.to(mask.device) - saliency.reshape(batch, -1, 1) * \
+    if distance is None:
+        distance = cost_matrix(n).to(mask.device)
+    cost = eps * distance - saliency.reshape(batch, -1, 1) * \
         (mask > 0).float().reshape(batch, 1, -1)
     claims = cost.argmin(-1)                                   # (B, n^2): each source's destination
     sources = torch.arange(cells, device=mask.device).expand(batch, cells)
@@ -426,7 +428,7 @@ def _transport_rounds_graphed(mask: torch.Tensor, saliency: torch.Tensor, eps: f
             entry = None
         _TRANSPORT_GRAPHS[key] = entry
     if entry is None:
-        return _transport_rounds(mask, saliency, eps, cost_matrix(mask.shape[-1]).to(mask.device))
+        return _transport_rounds(mask, saliency, eps)
     static_mask, static_saliency, _, graph, static_out = entry
     static_mask.copy_(mask)
     static_saliency.copy_(saliency)
