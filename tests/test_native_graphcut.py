@@ -1,6 +1,8 @@
-"""The native batched graph cuts (csrc/graphcut_*, graphcut.solve_batch): the exact optimum, as
-brute force and as the PyMaxflow path (solve_exact), for every graph of a batch; bad input is
-refused in Python before the native call; PuzzleMix wires it as "native" and "exact"."""
+"""The native batched graph cuts (csrc/graphcut_*, graphcut.solve_batch / solve_steps): the exact
+optimum, as brute force and as the PyMaxflow path (solve_exact), for every graph of a batch; the
+nested cuts of solve_steps give the labels of the graph-by-graph cuts; bad input is refused in
+Python before the native call; PuzzleMix wires it as "native" and "exact".
+"""
 from __future__ import annotations
 
 import itertools
@@ -10,7 +12,7 @@ import pytest
 import torch
 
 from dali_multimix.torch.graphcut import (GridEnergy, native_available, solve_batch, solve_exact,
-                                          solve_native)
+                                          solve_native, solve_steps)
 
 pytestmark = pytest.mark.skipif(not native_available(), reason="libmultimix_graphcut.so not built")
 
@@ -117,6 +119,113 @@ def test_bad_input_is_refused_before_the_native_call():
                                               backend="maxflow"))
     np.testing.assert_array_equal(solve_batch(big[..., :3].astype(np.float32), v, h),
                                   big[..., :3].astype(np.float32).argmin(-1))
+
+
+def step_priors(lams, labels, eta=0.3):
+    """Puzzle Mix's prior of each label for each lambda: eta * -log(Binomial(L-1, lam).pmf + 1e-8),
+    (..., L); ascending lambdas make every bit cheaper (ordered steps)."""
+    from math import comb
+    l = np.arange(labels)
+    coef = np.array([comb(labels - 1, int(i)) for i in l])
+    pmf = coef * lams[..., None] ** l * (1 - lams[..., None]) ** (labels - 1 - l)
+    return eta * -np.log(pmf + 1e-8)
+
+
+def steps_case(rng, case, groups, k, n, labels, m=None):
+    """(unary (G, K, n, m, L), cost_v, cost_h) of K steps sharing their weights; case: 'ascending'
+    / 'descending' lambdas, 'equal' steps, 'unordered' (independent unaries), 'mixed' (ascending,
+    then a step back, then ascending again), 'ties' (small integers: exact arithmetic, many equal
+    cuts), 'edges' (lambdas of 0 and 1 among them: priors of -log(1e-8))."""
+    m = n if m is None else m
+    if case == "ties":
+        base = rng.integers(0, 4, size=(groups, 1, n, m, labels)).astype(np.float64)
+        shift = np.sort(rng.integers(0, 3, size=(groups, k, 1, 1, 1)), 1) * np.arange(labels)[::-1]
+        unary = base + shift  # larger shifts favour high labels less: ordered steps
+        cost_v = rng.integers(0, 3, size=(groups, n - 1, m)).astype(np.float64)
+        cost_h = rng.integers(0, 3, size=(groups, n, m - 1)).astype(np.float64)
+        return unary, cost_v, cost_h
+    base = rng.normal(size=(groups, 1, n, m, labels))
+    lams = np.sort(rng.random((groups, k)), 1)
+    if case == "descending":
+        lams = lams[:, ::-1]
+    elif case == "equal":
+        lams = np.repeat(lams[:, :1], k, 1)
+    elif case == "mixed":
+        lams = np.concatenate([lams[:, : k // 2 + 1], np.sort(rng.random((groups, k - k // 2 - 1)), 1)], 1)
+    elif case == "edges":
+        lams[:, 0], lams[:, -1] = 0.0, 1.0
+    unary = base + step_priors(lams, labels)[:, :, None, None, :]
+    if case == "unordered":
+        unary = rng.normal(size=(groups, k, n, m, labels))
+    scale = rng.choice([0.05, 0.5, 2.0])
+    cost_v = scale * rng.random((groups, n - 1, m)) * (rng.random((groups, n - 1, m)) > 0.1)
+    cost_h = scale * rng.random((groups, n, m - 1)) * (rng.random((groups, n, m - 1)) > 0.1)
+    return unary, cost_v, cost_h
+
+
+@pytest.mark.parametrize("case", ["ascending", "descending", "equal", "unordered", "mixed", "ties",
+                                  "edges"])
+@pytest.mark.parametrize("n, labels, k", [(2, 2, 3), (3, 3, 5), (4, 3, 5), (8, 3, 5), (16, 3, 5),
+                                          (8, 2, 8), (8, 4, 4), (16, 3, 1)])
+def test_nested_steps_give_the_labels_of_graph_by_graph_cuts(case, n, labels, k):
+    rng = np.random.default_rng([n, labels, k, len(case)])
+    unary, cost_v, cost_h = steps_case(rng, case, 12, k, n, labels)
+    got = solve_steps(unary, cost_v, cost_h, backend="native", threads=2)
+    assert got.shape == (12, k, n, n) and got.dtype == np.int64
+    each = solve_batch(unary.reshape(-1, n, n, labels), np.repeat(cost_v, k, 0),
+                       np.repeat(cost_h, k, 0), backend="native").reshape(12, k, n, n)
+    if case == "ties" and labels == 4:
+        # weights / (L-1)^2 = / 9 rounds: tied cuts may part by a rounding (PyMaxflow's too), so
+        # only the energies are equal
+        flat = unary.reshape(-1, n, n, labels), np.repeat(cost_v, k, 0), np.repeat(cost_h, k, 0)
+        np.testing.assert_allclose(energies(*flat, got.reshape(-1, n, n)),
+                                   energies(*flat, each.reshape(-1, n, n)), rtol=0, atol=1e-9)
+        return
+    np.testing.assert_array_equal(got, each)
+    if n <= 8:  # and those of PyMaxflow, graph by graph
+        np.testing.assert_array_equal(got, solve_steps(unary, cost_v, cost_h, backend="maxflow"))
+    if case in ("ascending", "ties"):  # what the nesting rests on: labels only grow along K
+        assert (np.diff(got, axis=1) >= 0).all()
+
+
+def test_nested_steps_are_optimal_by_brute_force():
+    rng = np.random.default_rng(5)
+    for case in ("ascending", "ties", "mixed"):
+        unary, cost_v, cost_h = steps_case(rng, case, 4, 4, 3, 3)
+        got = solve_steps(unary, cost_v, cost_h, backend="native")
+        for g in range(4):
+            for k in range(4):
+                e = GridEnergy(unary[g, k], cost_v[g], cost_h[g])
+                best = min(e.energy(np.array(l).reshape(3, 3))
+                           for l in itertools.product(range(3), repeat=9))
+                assert e.energy(got[g, k]) == pytest.approx(best, abs=1e-9)
+
+
+def test_steps_rectangular_threads_and_bad_input():
+    rng = np.random.default_rng(8)
+    unary, cost_v, cost_h = steps_case(rng, "ascending", 9, 5, 5, 3, m=7)
+    one = solve_steps(unary, cost_v, cost_h, backend="native", threads=1)
+    for threads in (0, 3, 64):
+        np.testing.assert_array_equal(solve_steps(unary, cost_v, cost_h, threads=threads), one)
+    np.testing.assert_array_equal(one, solve_steps(unary, cost_v, cost_h, backend="maxflow"))
+    empty = solve_steps(np.zeros((0, 5, 4, 4, 3)), np.zeros((0, 3, 4)), np.zeros((0, 4, 3)))
+    assert empty.shape == (0, 5, 4, 4)
+    with pytest.raises(ValueError, match=r"solve_steps: `unary` must be \(G, K, n, m, L\) with K, n, "
+                                         r"m >= 1 and L >= 2; got \(5, 5, 7, 3\)"):
+        solve_steps(unary[0], cost_v, cost_h)
+    with pytest.raises(ValueError, match=r"solve_steps: `cost_v` must be \(9, 4, 7\) and `cost_h` "
+                                         r"\(9, 5, 6\)"):
+        solve_steps(unary, np.repeat(cost_v, 5, 0), cost_h)
+    with pytest.raises(ValueError, match=r"K <= 4096"):
+        solve_steps(np.zeros((1, 4097, 1, 1, 2)), np.zeros((1, 0, 1)), np.zeros((1, 1, 0)))
+    with pytest.raises(ValueError, match=r"solve_steps: `unary`, `cost_v` and `cost_h` must be finite"):
+        solve_steps(np.full_like(unary, np.nan), cost_v, cost_h)
+    with pytest.raises(ValueError, match=r"solve_steps: pairwise weights"):
+        solve_steps(unary, -cost_v, cost_h)
+    with pytest.raises(ValueError, match=r"solve_steps: `backend` must be"):
+        solve_steps(unary, cost_v, cost_h, backend="gpu")
+    with pytest.raises(TypeError, match=r"solve_steps: `unary` must be an array of numbers; got str"):
+        solve_steps("abc", cost_v, cost_h)
 
 
 def test_puzzlemix_native_exact_and_maxflow_masks_agree():

@@ -33,12 +33,18 @@ void Parallel(int threads, F &&body) {
   for (auto &th : pool) th.join();
 }
 
+// the grid sizes the solver takes (graphcut.py _check_energies says the same to the user)
+bool SizesOk(int32_t n, int32_t m, int32_t L) {
+  return n >= 1 && m >= 1 && L >= 2 && n <= 4096 && m <= 4096 && L <= 256 &&
+         static_cast<int64_t>(n) * m * (L - 1) <= (1 << 24);
+}
+
 }  // namespace
 
 extern "C" {
 
 // The version of this ABI (the Python side refuses another).
-int mm_graphcut_abi_version(void) { return 2; }
+int mm_graphcut_abi_version(void) { return 3; }
 
 // graphs grids of n x m blocks, L labels: unary (graphs, n, m, L), cost_v (graphs, n-1, m),
 // cost_h (graphs, n, m-1), C-contiguous float64, finite, weights >= 0 (the caller checks);
@@ -47,19 +53,38 @@ int mm_graphcut_abi_version(void) { return 2; }
 int mm_graphcut_solve(const double *unary, const double *cost_v, const double *cost_h,
                       int64_t graphs, int32_t n, int32_t m, int32_t L, int32_t threads,
                       int32_t *labels) {
-  if (graphs < 0 || n < 1 || m < 1 || L < 2 || n > 4096 || m > 4096 || L > 256 ||
-      static_cast<int64_t>(n) * m * (L - 1) > (1 << 24))
-    return -1;
+  if (graphs < 0 || !SizesOk(n, m, L)) return -1;
   if (graphs == 0) return 0;
   const int64_t su = static_cast<int64_t>(n) * m * L, sv = static_cast<int64_t>(n - 1) * m,
                 sh = static_cast<int64_t>(n) * (m - 1), sl = static_cast<int64_t>(n) * m;
   std::atomic<int64_t> next{0};
   Parallel(Threads(threads, graphs), [&](int) {
-    std::vector<double> linear;
-    multimix_graphcut::MaxFlow flow;
+    multimix_graphcut::GridScratch scratch;
     for (int64_t g; (g = next.fetch_add(1)) < graphs;)
       multimix_graphcut::SolveGrid(unary + g * su, cost_v + g * sv, cost_h + g * sh, n, m, L,
-                                   labels + g * sl, linear, flow);
+                                   labels + g * sl, scratch);
+  });
+  return 0;
+}
+
+// `groups` groups of `steps` graphs that share their pairwise weights (Puzzle Mix: the K steps of
+// a sample): unary (groups, steps, n, m, L), cost_v (groups, n-1, m), cost_h (groups, n, m-1),
+// as mm_graphcut_solve's; labels (groups, steps, n, m) out, the same as mm_graphcut_solve gives
+// each graph (cut nested where the steps' costs are ordered: graphcut_grid.h SolveSteps).
+// Returns 0, or -1 for sizes out of range (nothing written).
+int mm_graphcut_solve_steps(const double *unary, const double *cost_v, const double *cost_h,
+                            int64_t groups, int32_t steps, int32_t n, int32_t m, int32_t L,
+                            int32_t threads, int32_t *labels) {
+  if (groups < 0 || steps < 1 || steps > 4096 || !SizesOk(n, m, L)) return -1;
+  if (groups == 0) return 0;
+  const int64_t su = static_cast<int64_t>(steps) * n * m * L, sv = static_cast<int64_t>(n - 1) * m,
+                sh = static_cast<int64_t>(n) * (m - 1), sl = static_cast<int64_t>(steps) * n * m;
+  std::atomic<int64_t> next{0};
+  Parallel(Threads(threads, groups), [&](int) {
+    multimix_graphcut::GridScratch scratch;
+    for (int64_t g; (g = next.fetch_add(1)) < groups;)
+      multimix_graphcut::SolveSteps(unary + g * su, cost_v + g * sv, cost_h + g * sh, steps, n, m,
+                                    L, labels + g * sl, scratch);
   });
   return 0;
 }

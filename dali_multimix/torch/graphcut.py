@@ -170,7 +170,7 @@ def solve_swap(e: GridEnergy, max_int: int = 2 ** 26, *, scale: Optional[float] 
 
 # ------------------------------------------------------------------ the native batched solver
 
-_NATIVE_ABI = 2
+_NATIVE_ABI = 3
 _NATIVE_NAME = "libmultimix_graphcut.so"
 _NATIVE: dict = {}
 
@@ -199,6 +199,8 @@ def native_library() -> Optional[ctypes.CDLL]:
             dp, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
             lib.mm_graphcut_solve.argtypes = [dp, dp, dp, i64, i32, i32, i32, i32, dp]
             lib.mm_graphcut_solve.restype = ctypes.c_int
+            lib.mm_graphcut_solve_steps.argtypes = [dp, dp, dp, i64, i32, i32, i32, i32, i32, dp]
+            lib.mm_graphcut_solve_steps.restype = ctypes.c_int
             lib.mm_puzzle_transport.argtypes = [dp, dp, i64, i32, ctypes.c_float, i32, dp]
             lib.mm_puzzle_transport.restype = ctypes.c_int
             lib.mm_stream_read_write.argtypes = [dp, i64, dp, i64, i32]
@@ -225,25 +227,42 @@ def _numbers(who: str, dtype, **arrays) -> list:
     return out
 
 
-def _check_batch(unary, cost_v, cost_h) -> tuple:
-    """Validated C-contiguous float64 copies of a batch of energies (see :func:`solve_batch`)."""
-    unary, cost_v, cost_h = _numbers("solve_batch", np.float64, unary=unary, cost_v=cost_v,
-                                     cost_h=cost_h)
-    if unary.ndim != 4 or unary.shape[1] < 1 or unary.shape[2] < 1 or unary.shape[3] < 2:
-        raise ValueError(f"solve_batch: `unary` must be (G, n, m, L) with n, m >= 1 and L >= 2; got "
-                         f"{unary.shape}")
-    g, n, m, labels = unary.shape
-    if labels > 256 or n > 4096 or m > 4096 or n * m * (labels - 1) > (1 << 24):
-        raise ValueError(f"solve_batch: `unary` (G, n, m, L) must have L <= 256, n, m <= 4096 and "
-                         f"n*m*(L-1) <= 2^24; got {unary.shape}")
+def _check_energies(who: str, unary, cost_v, cost_h, steps: bool = False) -> tuple:
+    """Validated C-contiguous float64 copies of a batch of energies (see :func:`solve_batch`;
+    steps: unary has a K axis after G, see :func:`solve_steps`)."""
+    unary, cost_v, cost_h = _numbers(who, np.float64, unary=unary, cost_v=cost_v, cost_h=cost_h)
+    form = "(G, K, n, m, L)" if steps else "(G, n, m, L)"
+    if (unary.ndim != 4 + steps or (steps and unary.shape[1] < 1) or unary.shape[-3] < 1
+            or unary.shape[-2] < 1 or unary.shape[-1] < 2):
+        raise ValueError(f"{who}: `unary` must be {form} with {'K, ' if steps else ''}n, m >= 1 and "
+                         f"L >= 2; got {unary.shape}")
+    g, (n, m, labels) = unary.shape[0], unary.shape[-3:]
+    if labels > 256 or n > 4096 or m > 4096 or n * m * (labels - 1) > (1 << 24) or (
+            steps and unary.shape[1] > 4096):
+        raise ValueError(f"{who}: `unary` {form} must have L <= 256, n, m <= 4096, "
+                         f"{'K <= 4096, ' if steps else ''}and n*m*(L-1) <= 2^24; got {unary.shape}")
     if cost_v.shape != (g, n - 1, m) or cost_h.shape != (g, n, m - 1):
-        raise ValueError(f"solve_batch: `cost_v` must be {(g, n - 1, m)} and `cost_h` "
+        raise ValueError(f"{who}: `cost_v` must be {(g, n - 1, m)} and `cost_h` "
                          f"{(g, n, m - 1)}; got {cost_v.shape} and {cost_h.shape}")
     if not (np.isfinite(unary).all() and np.isfinite(cost_v).all() and np.isfinite(cost_h).all()):
-        raise ValueError("solve_batch: `unary`, `cost_v` and `cost_h` must be finite")
+        raise ValueError(f"{who}: `unary`, `cost_v` and `cost_h` must be finite")
     if (cost_v < 0).any() or (cost_h < 0).any():
-        raise ValueError("solve_batch: pairwise weights `cost_v`, `cost_h` must be >= 0")
+        raise ValueError(f"{who}: pairwise weights `cost_v`, `cost_h` must be >= 0")
     return unary, cost_v, cost_h
+
+
+def _native_for(who: str, backend: str, threads) -> Optional[ctypes.CDLL]:
+    """The library a batched solve runs on (None: PyMaxflow), after checking its arguments."""
+    if backend not in ("auto", "native", "maxflow"):
+        raise ValueError(f"{who}: `backend` must be 'auto', 'native' or 'maxflow'; got {backend!r}")
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
+        raise ValueError(f"{who}: `threads` must be an integer >= 0 (0: one per CPU); got "
+                         f"{threads!r}")
+    lib = native_library() if backend != "maxflow" else None
+    if backend == "native" and lib is None:
+        raise ValueError(f"{who}: backend 'native' needs libmultimix_graphcut.so (built with the "
+                         "package; or DALI_MULTIMIX_GRAPHCUT_LIB); it could not be loaded")
+    return lib
 
 
 def solve_batch(unary, cost_v, cost_h, *, backend: str = "auto", threads: int = 0) -> np.ndarray:
@@ -253,17 +272,9 @@ def solve_batch(unary, cost_v, cost_h, *, backend: str = "auto", threads: int = 
     backend "native": the C++ library (ValueError if it is not built); "maxflow": PyMaxflow graph
     by graph (:func:`solve_exact`, the reference); "auto": native when present, else maxflow.
     threads: native threads (0: one per CPU)."""
-    if backend not in ("auto", "native", "maxflow"):
-        raise ValueError(f"solve_batch: `backend` must be 'auto', 'native' or 'maxflow'; got {backend!r}")
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
-        raise ValueError(f"solve_batch: `threads` must be an integer >= 0 (0: one per CPU); got "
-                         f"{threads!r}")
-    unary, cost_v, cost_h = _check_batch(unary, cost_v, cost_h)
+    lib = _native_for("solve_batch", backend, threads)
+    unary, cost_v, cost_h = _check_energies("solve_batch", unary, cost_v, cost_h)
     g, n, m, labels = unary.shape
-    lib = native_library() if backend != "maxflow" else None
-    if backend == "native" and lib is None:
-        raise ValueError("solve_batch: backend 'native' needs libmultimix_graphcut.so (built with the "
-                         "package; or DALI_MULTIMIX_GRAPHCUT_LIB); it could not be loaded")
     if lib is None:
         out = [solve_exact(GridEnergy(unary[i], cost_v[i], cost_h[i])) for i in range(g)]
         return np.stack(out).astype(np.int64) if out else np.zeros((0, n, m), np.int64)
@@ -272,6 +283,32 @@ def solve_batch(unary, cost_v, cost_h, *, backend: str = "auto", threads: int = 
                                labels, threads, out.ctypes.data)
     if rc != 0:  # sizes were checked above
         raise ValueError(f"solve_batch: the native solver refused sizes {unary.shape}")
+    return out.astype(np.int64)
+
+
+def solve_steps(unary, cost_v, cost_h, *, backend: str = "auto", threads: int = 0) -> np.ndarray:
+    """The minimum-energy labels (G, K, n, m) int64 of G groups of K grid energies that share
+    their pairwise weights (Puzzle Mix: the K steps of one sample, Shen et al. Sec. III-A3):
+    unary (G, K, n, m, L), cost_v (G, n-1, m), cost_h (G, n, m-1), finite, weights >= 0.
+
+    The labels are those of :func:`solve_batch` on every (group, step). Natively, consecutive
+    steps whose bit costs are ordered (Puzzle Mix's priors for ascending lambdas) are cut nested:
+    the sink set of the cheaper step contains the other's (Gallo, Grigoriadis, Tarjan 1989), so
+    each later cut only decides the bits its neighbouring steps leave open (csrc/graphcut_grid.h
+    SolveSteps). backend and threads as :func:`solve_batch` (threads over groups)."""
+    lib = _native_for("solve_steps", backend, threads)
+    unary, cost_v, cost_h = _check_energies("solve_steps", unary, cost_v, cost_h, steps=True)
+    g, k, n, m, labels = unary.shape
+    if lib is None:
+        out = [solve_exact(GridEnergy(unary[i, j], cost_v[i], cost_h[i]))
+               for i in range(g) for j in range(k)]
+        return (np.stack(out).astype(np.int64).reshape(g, k, n, m) if out
+                else np.zeros((0, k, n, m), np.int64))
+    out = np.empty((g, k, n, m), np.int32)
+    rc = lib.mm_graphcut_solve_steps(unary.ctypes.data, cost_v.ctypes.data, cost_h.ctypes.data, g,
+                                     k, n, m, labels, threads, out.ctypes.data)
+    if rc != 0:  # sizes were checked above
+        raise ValueError(f"solve_steps: the native solver refused sizes {unary.shape}")
     return out.astype(np.int64)
 
 

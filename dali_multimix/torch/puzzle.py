@@ -58,11 +58,11 @@ import torch
 import torch.nn.functional as F
 
 from .. import sampling
-from .graphcut import NATIVE_TRANSPORT_MAX_SIDE, GridEnergy, native_available, solve_batch, \
+from .graphcut import NATIVE_TRANSPORT_MAX_SIDE, GridEnergy, native_available, solve_steps, \
     solve_exact, solve_native, solve_swap, swap_scale, transport_native
 from .mixing import MAX_K
 
-#: "exact": the optimum, natively (graphcut.solve_batch, all graphs of a batch in one call over
+#: "exact": the optimum, natively (graphcut.solve_steps, all graphs of a batch in one call over
 #: threads) when libmultimix_graphcut.so is built, else PyMaxflow; "native" / "maxflow": that
 #: implementation of the same optimum only; "swap": gco's alpha-beta swap (the original's solver)
 SOLVERS = {"exact": solve_exact, "swap": solve_swap, "native": solve_native, "maxflow": solve_exact}
@@ -547,14 +547,10 @@ class PuzzleMix:
         pixels: (B, C, H, W) on the [0, 1] scale (see :meth:`pixels`)."""
         kw = dict(n_labels=self.n_labels, beta=self.beta, gamma=self.gamma, eta=self.eta,
                   neigh_size=self.neigh_size)
-        batch = saliency.shape[0]
         native = self.solver == "native" or (self.solver == "exact" and native_available())
         if native:  # every (sample, step) graph in one native call, threads without the GIL
             unary, w_v, w_h = puzzle_energy_arrays(saliency, pixels, partners, lambdas, block_num, **kw)
-            steps = unary.shape[1]
-            labels = solve_batch(unary.reshape(batch * steps, block_num, block_num, self.n_labels),
-                                 np.repeat(w_v, steps, 0), np.repeat(w_h, steps, 0), backend="native")
-            labels = torch.from_numpy(labels).float().reshape(batch, steps, block_num, block_num)
+            labels = torch.from_numpy(solve_steps(unary, w_v, w_h, backend="native")).float()
             return 1.0 - labels / (self.n_labels - 1)
         energies = puzzle_energies(saliency, pixels, partners, lambdas, block_num, **kw)
         # in worker processes, not threads: gco aborted the process (heap corruption) when called
