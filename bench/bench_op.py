@@ -7,7 +7,10 @@ The CPU limit is what the operator cannot beat: reading the B input images once 
 B*K output images with streaming (non-temporal) stores, on as many threads (the native helper
 ``mm_stream_read_write`` of libmultimix_graphcut.so), timed interleaved with the operator (the
 machine may be shared). Its measured bandwidth is in the table. A plain memcpy is no limit: its
-ordinary stores also read the destination lines, so a streaming operator beats it.
+ordinary stores also read the destination lines, so a streaming operator beats it. The limit
+writes non-zero data: the 2-core VM of these tables writes zeros 2.2x faster than any other bytes
+(385 MB of streaming stores: 6.6 ms for zeros, 14.6 ms for a non-zero constant or varying data,
+measured 2026-11-26), and an operator writes images.
 
     python bench/bench_op.py [--device cpu|gpu] [--repeats 11] [--batch 128] [--k 5]
 """
@@ -245,8 +248,9 @@ def write_results(rows: list, args) -> None:
     else:
         where = f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)"
         limit = ("reading the B input images once and writing the B*K output images with "
-                 "streaming (non-temporal) stores on as many threads (stream; memcpy where the "
-                 "native helper is not built)")
+                 "streaming (non-temporal) stores of non-zero data on as many threads (stream; "
+                 "memcpy where the native helper is not built; a machine may write zeros faster "
+                 "than data, and the operator writes images)")
     lines = [
         f"B={args.batch}, K={args.k}, {where}, best of {args.repeats} runs, ms per batch. "
         f"Regenerate: `python bench/bench_op.py --device {args.device} --repeats {args.repeats}`.",

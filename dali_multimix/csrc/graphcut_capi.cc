@@ -111,7 +111,9 @@ int mm_puzzle_transport(const float *mask, const float *saliency, int64_t grids,
 
 // The memory limit of an operator that reads `src_bytes` and writes `dst_bytes`: every thread
 // reads its share of src (16-byte loads, folded into a checksum so nothing is elided) and writes
-// its share of dst with non-temporal (streaming) 16-byte stores. Returns the checksum.
+// its share of dst with non-temporal (streaming) 16-byte stores of data that is never zero: a
+// machine may write zeros faster than other data (the 2-core VM of the CPU tables does, 2.2x:
+// 385 MB in 6.6 vs 14.6 ms), and an operator writes images, not zeros. Returns the checksum.
 uint64_t mm_stream_read_write(const void *src, int64_t src_bytes, void *dst, int64_t dst_bytes,
                               int32_t threads) {
   const int T = Threads(threads, 1 << 16);
@@ -146,18 +148,19 @@ uint64_t mm_stream_read_write(const void *src, int64_t src_bytes, void *dst, int
     char *d = static_cast<char *>(dst);
 #ifdef MULTIMIX_HAVE_SSE2
     int64_t j = lo;
-    for (; j < hi && (reinterpret_cast<uintptr_t>(d + j) & 15); j++) d[j] = 0;
-    const __m128i fill = _mm_set1_epi64x(static_cast<long long>(acc));
+    const uint64_t data = acc | 0x0101010101010101ull;  // every byte non-zero
+    for (; j < hi && (reinterpret_cast<uintptr_t>(d + j) & 15); j++) d[j] = static_cast<char>(data);
+    const __m128i fill = _mm_set1_epi64x(static_cast<long long>(data));
     for (; j + 64 <= hi; j += 64) {
       _mm_stream_si128(reinterpret_cast<__m128i *>(d + j), fill);
       _mm_stream_si128(reinterpret_cast<__m128i *>(d + j + 16), fill);
       _mm_stream_si128(reinterpret_cast<__m128i *>(d + j + 32), fill);
       _mm_stream_si128(reinterpret_cast<__m128i *>(d + j + 48), fill);
     }
-    for (; j < hi; j++) d[j] = 0;
+    for (; j < hi; j++) d[j] = static_cast<char>(data);
     _mm_sfence();
 #else
-    std::memset(d + lo, static_cast<int>(acc & 0xff), static_cast<size_t>(hi - lo));
+    std::memset(d + lo, static_cast<int>(acc & 0xff) | 1, static_cast<size_t>(hi - lo));
 #endif
     sums[t] = acc;
   });
