@@ -270,3 +270,30 @@ def test_stream_limit_reads_everything_and_writes_data_not_zeros():
                 lib.mm_stream_read_write(src.ctypes.data, src.size, dst[offset:].ctypes.data, size,
                                          threads)
                 assert (dst[offset:] != 0).all() and (dst[:offset] == 0).all()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_nested_steps_on_puzzle_mix_energies(seed):
+    """PuzzleMix's own energies (the saliency, border and prior terms of the authors' code) for K
+    sorted lambdas, one set per sample or per batch, 0 and 1 among them: the nested cuts give the
+    labels of graph-by-graph cuts at every block count."""
+    from dali_multimix.torch.puzzle import PuzzleMix, puzzle_energy_arrays
+
+    g = torch.Generator().manual_seed(seed)
+    k = (2, 5, 8)[seed % 3]
+    x = torch.randn(24, 3, 32, 32, generator=g)
+    saliency = torch.rand(24, 32, 32, generator=g) ** 3
+    partners = torch.randperm(24, generator=g)
+    lam = torch.sort(torch.rand(24, k, generator=g), 1).values
+    if seed % 2:
+        lam = lam[:1].repeat(24, 1)  # lambda_scope "batch"
+    if seed >= 3:
+        lam[:, 0], lam[:, -1] = 0.0, 1.0
+    pm = PuzzleMix(k, mean=[129.3, 124.1, 112.4], std=[68.2, 65.4, 70.4])
+    for block_num in (2, 4, 8, 16):
+        unary, w_v, w_h = puzzle_energy_arrays(saliency, pm.pixels(x), partners, lam, block_num)
+        nested = solve_steps(unary, w_v, w_h, backend="native")
+        each = solve_batch(unary.reshape(-1, block_num, block_num, 3), np.repeat(w_v, k, 0),
+                           np.repeat(w_h, k, 0), backend="native").reshape(nested.shape)
+        np.testing.assert_array_equal(nested, each)
+        assert (np.diff(nested, axis=1) >= 0).all()  # ascending lambdas: masks only lose own pixels

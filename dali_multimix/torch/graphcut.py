@@ -20,7 +20,9 @@ overflow) or on costs scaled automatically so that no sum of them can overflow i
 :func:`solve_exact`, Boykov-Kolmogorov max-flow, graphs spread over threads, no GIL held) when
 that library is present, else with PyMaxflow graph by graph. Both give the exact optimum; the
 native cut is the same canonical one (a bit is 1 iff its node still reaches the sink), so the
-labels agree too wherever rounding does not tie two cuts.
+labels agree too wherever rounding does not tie two cuts. :func:`solve_steps` takes the K energies
+of each Puzzle Mix sample together (shared pairwise weights, priors ordered with lambda) and cuts
+them nested, each after the first only on the bits the others leave open: the same labels.
 """
 from __future__ import annotations
 
