@@ -146,12 +146,14 @@ inline void SolveGrid(const double *unary, const double *cost_v, const double *c
 }
 
 // Why the cuts nest: E(T) = sum_(v in T) linear(v) + (arcs cut) + const is the energy of the sink
-// set T, and A, B the minimal minimisers of E and E' = E + d with d(v) <= 0 for every bit v. If
-// A is not inside B, A & B is smaller than A, so E(A & B) > E(A) (A is the least minimiser), and
-// by submodularity E(A | B) < E(B); then E'(A | B) = E(A | B) + d(A | B) < E(B) + d(B) = E'(B),
-// a contradiction. So A is inside B: B's bits in A are 1, and A's bits outside B are 0 in A.
-// Settling them and cutting the rest gives the least minimiser of the restricted problem, which
-// is B itself (the minimisers are closed under intersection).
+// set T, and A, B the least minimisers of E and E' = E + d with d(v) <= 0 for every bit v (the
+// cut above gives the least one: a node that still reaches the sink is on the sink side of every
+// minimum cut). If A is not inside B, A & B is smaller than A, so E(A & B) > E(A), and by
+// submodularity E(A | B) < E(B); then E'(A | B) = E(A | B) + d(A | B) < E(B) + d(B) = E'(B), a
+// contradiction. So A is inside B: cutting E', the bits in A are known to be 1; cutting E, the
+// bits outside B are known to be 0. Settling them and cutting the rest gives the least minimiser
+// of the restricted problem, which is the unrestricted one itself (it obeys the restriction, and
+// the minimisers are closed under intersection).
 
 // Solves positions [lo, hi] of `order` (steps whose sink sets grow along it); below / above: the
 // positions just outside whose sink sets are known (-1: none).
