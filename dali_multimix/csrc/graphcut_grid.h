@@ -62,18 +62,25 @@ inline double LinearCosts(const double *unary, const double *cost_v, const doubl
   return 1.0 + abs_lin + 4.0 * abs_w * bits * bits;
 }
 
-// Lays out the arcs of an n x m grid with L labels in `flow`, once per shape: the chain pairs,
-// then bits^2 pairs per edge.
+// Calls f(u, v, e) for every arc pair u -> v of the bit graph of an n x m grid with L labels, in
+// the order of its pairs in the topology: the chain pairs p_b -> p_(b+1) (e = -1), then the
+// bits^2 pairs q_c -> p_b of each edge e.
+template <typename F>
+inline void ForEachArcPair(int n, int m, int L, F &&f) {
+  const int bits = L - 1, nodes = n * m;
+  for (int p = 0; p < nodes; p++)
+    for (int b = 0; b + 1 < bits; b++) f(p * bits + b, p * bits + b + 1, -1);
+  ForEachEdge(n, m, [&](int p, int q, int e) {
+    for (int b = 0; b < bits; b++)
+      for (int c = 0; c < bits; c++) f(q * bits + c, p * bits + b, e);
+  });
+}
+
+// Lays out the arcs of an n x m grid with L labels in `flow`, once per shape.
 inline void EnsureTopology(int n, int m, int L, MaxFlow &flow) {
   if (flow.shape[0] == n && flow.shape[1] == m && flow.shape[2] == L) return;
-  const int bits = L - 1, nodes = n * m;
-  flow.BeginTopology(nodes * bits);
-  for (int p = 0; p < nodes; p++)
-    for (int b = 0; b + 1 < bits; b++) flow.AddArcPair(p * bits + b, p * bits + b + 1);
-  ForEachEdge(n, m, [&](int p, int q, int) {
-    for (int b = 0; b < bits; b++)
-      for (int c = 0; c < bits; c++) flow.AddArcPair(q * bits + c, p * bits + b);
-  });
+  flow.BeginTopology(n * m * (L - 1));
+  ForEachArcPair(n, m, L, [&](int u, int v, int) { flow.AddArcPair(u, v); });
   flow.FinishTopology();
   flow.shape[0] = n; flow.shape[1] = m; flow.shape[2] = L;
 }
@@ -100,15 +107,13 @@ inline void CutBits(const double *linear, double infinite, const double *cost_v,
     else if (!fu && fv > 0) flow.AddTerminal(u, 0.0, cap);   // cut iff u is on the source side
     else if (fu < 0 && !fv) flow.AddTerminal(v, cap, 0.0);   // cut iff v is on the sink side
   };
+  // x_b >= x_(b+1): the chain arcs are infinite; [x_pb = 1][x_qc = 0]: arc q_c -> p_b of 2 w (no
+  // arc where w is 0: the pair keeps capacity 0)
   int pair = 0;
-  for (int p = 0; p < nodes; p++)  // x_b >= x_(b+1)
-    for (int b = 0; b + 1 < bits; b++, pair++) arc(pair, p * bits + b, p * bits + b + 1, infinite);
-  ForEachEdge(n, m, [&](int p, int q, int e) {
-    const double w = EdgeWeight(cost_v, cost_h, n, m, L, e);
-    // [x_pb = 1][x_qc = 0]: arc q_c -> p_b of 2 w (no arc where w is 0: the pairs keep 0)
-    for (int b = 0; b < bits; b++)
-      for (int c = 0; c < bits; c++, pair++)
-        if (w > 0) arc(pair, q * bits + c, p * bits + b, 2.0 * w);
+  ForEachArcPair(n, m, L, [&](int u, int v, int e) {
+    const double cap = e < 0 ? infinite : 2.0 * EdgeWeight(cost_v, cost_h, n, m, L, e);
+    if (cap > 0) arc(pair, u, v, cap);
+    pair++;
   });
   flow.Solve();
   for (int v = 0; v < nodes * bits; v++)

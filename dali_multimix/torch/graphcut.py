@@ -301,11 +301,9 @@ def solve_steps(unary, cost_v, cost_h, *, backend: str = "auto", threads: int = 
     lib = _native_for("solve_steps", backend, threads)
     unary, cost_v, cost_h = _check_energies("solve_steps", unary, cost_v, cost_h, steps=True)
     g, k, n, m, labels = unary.shape
-    if lib is None:
-        out = [solve_exact(GridEnergy(unary[i, j], cost_v[i], cost_h[i]))
-               for i in range(g) for j in range(k)]
-        return (np.stack(out).astype(np.int64).reshape(g, k, n, m) if out
-                else np.zeros((0, k, n, m), np.int64))
+    if lib is None:  # graph by graph: each step with its group's weights
+        return solve_batch(unary.reshape(g * k, n, m, labels), np.repeat(cost_v, k, 0),
+                           np.repeat(cost_h, k, 0), backend="maxflow").reshape(g, k, n, m)
     out = np.empty((g, k, n, m), np.int32)
     rc = lib.mm_graphcut_solve_steps(unary.ctypes.data, cost_v.ctypes.data, cost_h.ctypes.data, g,
                                      k, n, m, labels, threads, out.ctypes.data)
