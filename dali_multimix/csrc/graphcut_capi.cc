@@ -1,8 +1,9 @@
 // C ABI of the native Puzzle Mix graph cuts and block transport (loaded with ctypes by
 // dali_multimix/torch/graphcut.py; ctypes releases the GIL for the call): all graphs (grids) of a
 // batch in one call, spread over std::threads. Also a streaming-write bandwidth probe for the benchmarks'
-// limits (bench/). Built as its own small shared library (CMakeLists.txt: multimix_graphcut); it
-// needs neither DALI nor Python.
+// limits (bench/), and the operator's FMix noise (multimix_sampling.h, multimix_philox.h: the
+// DALI-free headers the operator compiles) for the tests to check against numpy. Built as its own
+// small shared library (CMakeLists.txt: multimix_graphcut); it needs neither DALI nor Python.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -16,6 +17,8 @@
 #endif
 
 #include "graphcut_grid.h"
+#include "multimix_philox.h"
+#include "multimix_sampling.h"
 #include "puzzle_transport.h"
 
 namespace {
@@ -44,7 +47,7 @@ bool SizesOk(int32_t n, int32_t m, int32_t L) {
 extern "C" {
 
 // The version of this ABI (the Python side refuses another).
-int mm_graphcut_abi_version(void) { return 3; }
+int mm_graphcut_abi_version(void) { return 4; }
 
 // graphs grids of n x m blocks, L labels: unary (graphs, n, m, L), cost_v (graphs, n-1, m),
 // cost_h (graphs, n, m-1), C-contiguous float64, finite, weights >= 0 (the caller checks);
@@ -167,6 +170,33 @@ uint64_t mm_stream_read_write(const void *src, int64_t src_bytes, void *dst, int
   uint64_t total = 0;
   for (uint64_t s : sums) total ^= s;
   return total;
+}
+
+// n words of the Philox4x32-10 stream that the operator's FMix noise draws from (multimix_philox.h),
+// from the state (key, counter ctr_hi:ctr_lo, phase 0..3) of DALI's Philox4x32_10.
+void mm_philox_words(uint64_t key, uint64_t ctr_lo, uint64_t ctr_hi, int32_t phase, int64_t n,
+                     uint32_t *out) {
+  multimix::PhiloxStream rng(key, ctr_lo, ctr_hi, phase);
+  for (int64_t i = 0; i < n; i++) out[i] = rng.next();
+}
+
+// The operator's FMix noise of an (h, w) image drawn from that stream, decay power `decay`:
+// writes the kept frequency rows ky (nky int32, ascending), the spectrum on them (nky, nkx, 2)
+// float64 (re, im) and the score map (h, w) float32. Returns nky * 65536 + nkx; with kys == NULL
+// it only returns that. Returns -1 for h, w outside [1, 65535] (nothing written).
+int32_t mm_fmix_noise(uint64_t key, uint64_t ctr_lo, uint64_t ctr_hi, int32_t phase, int32_t h,
+                      int32_t w, double decay, int32_t *kys, double *spectrum, float *map) {
+  if (h < 1 || w < 1 || h > 65535 || w > 65535) return -1;
+  const multimix::FmixBasis basis(h, w, decay);
+  if (kys) {
+    std::copy(basis.kys.begin(), basis.kys.end(), kys);
+    multimix::PhiloxStream rng(key, ctr_lo, ctr_hi, phase);
+    multimix::PhiloxStream same = rng;
+    multimix::fmix_spectrum(rng, basis, spectrum);
+    std::vector<double> scratch;
+    multimix::fmix_score_map(same, basis, map, scratch);
+  }
+  return basis.nky * 65536 + basis.nkx;
 }
 
 }  // extern "C"

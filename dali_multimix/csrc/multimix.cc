@@ -12,6 +12,7 @@
 
 #include "dali/core/float16.h"
 #include "dali/core/static_switch.h"
+#include "multimix_philox.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -382,12 +383,8 @@ namespace {
 #if defined(__x86_64__)
 template <typename Rng>
 __attribute__((target("avx2"), flatten)) void FmixScoreMapAvx2(
-    Rng &rng, const ::multimix::FmixBasis &basis, float *out, std::vector<double> &scratch,
-    bool mirrored) {
-  if (mirrored)
-    ::multimix::fmix_score_map_mirrored(rng, basis, out, scratch);
-  else
-    ::multimix::fmix_score_map(rng, basis, out, scratch);
+    Rng &rng, const ::multimix::FmixBasis &basis, float *out, std::vector<double> &scratch) {
+  ::multimix::fmix_score_map(rng, basis, out, scratch);
 }
 
 __attribute__((target("avx2"), flatten)) void FmixLevelsAvx2(
@@ -405,18 +402,13 @@ bool HostHasAvx2() {  // DALI_MULTIMIX_NO_AVX2=1: the portable build (the tests 
 }
 #endif
 
-/// `mirrored`: fmix_score_map_mirrored (half the products, for one map per sample), otherwise
-/// fmix_score_map (the batch's one map, whose seeded values stay as they were).
 template <typename Rng>
 void FmixScoreMap(Rng &rng, const ::multimix::FmixBasis &basis, float *out,
-                  std::vector<double> &scratch, bool mirrored) {
+                  std::vector<double> &scratch) {
 #if defined(__x86_64__)
-  if (HostHasAvx2()) return FmixScoreMapAvx2(rng, basis, out, scratch, mirrored);
+  if (HostHasAvx2()) return FmixScoreMapAvx2(rng, basis, out, scratch);
 #endif
-  if (mirrored)
-    ::multimix::fmix_score_map_mirrored(rng, basis, out, scratch);
-  else
-    ::multimix::fmix_score_map(rng, basis, out, scratch);
+  ::multimix::fmix_score_map(rng, basis, out, scratch);
 }
 
 void FmixLevels(const float *scores, int64_t pixels, const int64_t *counts, int k,
@@ -425,6 +417,14 @@ void FmixLevels(const float *scores, int64_t pixels, const int64_t *counts, int 
   if (HostHasAvx2()) return FmixLevelsAvx2(scores, pixels, counts, k, levels, scratch);
 #endif
   ::multimix::fmix_levels(scores, pixels, counts, k, levels, scratch);
+}
+
+/// The words of `rng` from `skip` words on, as the header-only PhiloxStream (the same words; DALI's
+/// generator computes every 4-word block in an out-of-line call, a third of the noise's normals).
+::multimix::PhiloxStream FmixNoiseStream(Philox4x32_10 rng, uint64_t skip) {
+  rng.skipahead(skip);
+  const Philox4x32_10::State st = rng.get_state();
+  return ::multimix::PhiloxStream(st.key, st.ctr[0], st.ctr[1], st.phase);
 }
 
 }  // namespace
@@ -437,9 +437,8 @@ void Multimix<Backend>::PrepareBatchFmix() {
   // one noise map for the batch (FMix's one mask per batch), drawn from the batch stream
   const int64_t pixels = static_cast<int64_t>(spatial_.h) * spatial_.w;
   batch_fmix_scores_.resize(pixels);
-  auto rng = this->GetSampleRNG(nsamples_);
-  rng.skipahead(kBatchFmixStream);
-  FmixScoreMap(rng, fmix_basis_, batch_fmix_scores_.data(), batch_fmix_scratch_.spectrum, false);
+  auto rng = FmixNoiseStream(this->GetSampleRNG(nsamples_), kBatchFmixStream);
+  FmixScoreMap(rng, fmix_basis_, batch_fmix_scores_.data(), batch_fmix_scratch_.spectrum);
   // its K levels once for the batch, unless per-sample `lambdas` give samples different counts
   for (int i = 1; i < nsamples_; i++) {
     if (!std::equal(mix_[0].counts, mix_[0].counts + k_, mix_[i].counts)) return;
@@ -458,9 +457,8 @@ void Multimix<Backend>::ComputeFmixLevels(int i, const float *given_scores, unsi
   if (!scores && lambda_scope_ == LambdaScope::kBatch) scores = batch_fmix_scores_.data();
   if (!scores) {
     scratch.scores.resize(pixels);
-    auto rng = this->GetSampleRNG(i);
-    rng.skipahead(kFmixStream);
-    FmixScoreMap(rng, fmix_basis_, scratch.scores.data(), scratch.spectrum, true);
+    auto rng = FmixNoiseStream(this->GetSampleRNG(i), kFmixStream);
+    FmixScoreMap(rng, fmix_basis_, scratch.scores.data(), scratch.spectrum);
     scores = scratch.scores.data();
   }
   FmixLevels(scores, pixels, mix_[i].counts, k_, levels, scratch.select);

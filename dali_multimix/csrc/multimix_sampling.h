@@ -37,6 +37,22 @@ double standard_normal(Rng &rng) {
   return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
 }
 
+/// Two independent standard normal variates (Marsaglia's polar method: a point uniform in the unit
+/// disc, rejected outside it, scaled radially): no trigonometry, one log per pair.
+template <typename Rng>
+void standard_normal_pair(Rng &rng, double out[2]) {
+  for (;;) {
+    const double u = 2.0 * uniform_open(rng) - 1.0;  // never 0: uniform_open's grid is odd
+    const double v = 2.0 * uniform_open(rng) - 1.0;
+    const double s = u * u + v * v;
+    if (s >= 1.0) continue;
+    const double f = std::sqrt(-2.0 * std::log(s) / s);
+    out[0] = u * f;
+    out[1] = v * f;
+    return;
+  }
+}
+
 /// log of a Gamma(shape, 1) variate (Marsaglia-Tsang; shape < 1 boosted by U^(1/shape)),
 /// kept in log space so that Beta(alpha, alpha) with a tiny alpha does not underflow.
 template <typename Rng>
@@ -141,17 +157,17 @@ constexpr int kFmixMaxFreq = 16;
 /// spectrum's scale 1 / max(f, 1/max(H, W))^decay, and the inverse transform's twiddle factors.
 struct FmixBasis {
   int h = 0, w = 0, nky = 0, nkx = 0;
+  std::vector<int> kys;                   // [nky]: the kept frequency rows ky, ascending
   std::vector<double> scale;              // [nky * nkx]
   std::vector<double> cos_y, sin_y;       // [nky * h]: angle 2 pi ky y / h
   std::vector<float> cos_x, sin_x;        // [nkx * w]: angle 2 pi kx x / w, times the irfft weight
-  // fmix_score_map_mirrored: the kept ky as terms of conjugate pairs (ky, h - ky) or single ky
+  // fmix_score_map: the kept ky as terms of conjugate pairs (ky, h - ky) or single ky
   std::vector<int> term_a, term_b;        // index of ky (its twiddles), of h - ky or -1
 
   FmixBasis() = default;
   FmixBasis(int h_, int w_, double decay) : h(h_), w(w_) {
     const int fy_max = std::min(kFmixMaxFreq, h / 2);
     nkx = std::min(kFmixMaxFreq, w / 2) + 1;
-    std::vector<int> kys;
     for (int ky = 0; ky <= fy_max; ky++) kys.push_back(ky);
     for (int ky = std::max(h - fy_max, fy_max + 1); ky < h; ky++) kys.push_back(ky);
     nky = static_cast<int>(kys.size());
@@ -195,64 +211,16 @@ struct FmixBasis {
   }
 };
 
-/// FMix's low-frequency noise map (Harris et al.): a complex Gaussian spectrum scaled by
-/// `basis.scale`, real inverse DFT to (H, W). Only the relative order of the values matters (the
-/// masks are quantiles), so the transform's constant factor is dropped; it is evaluated directly
-/// on the kept frequencies, separably: G = (H x F_y) times the spectrum (F_y x F_x), in double,
-/// then the rows times (F_x x W), in float. Every output value is the same sum, in the same order
-/// (ascending ky, then ascending kx), whatever the loop order: the loops below run over y and x
-/// innermost (vectorisable; the operator compiles this with AVX2 where the CPU has it) and keep
-/// a row chunk's accumulators in registers across kx.
+/// FMix's complex Gaussian spectrum on the kept frequencies: [nky * nkx] (re, im) pairs, each a
+/// pair of standard normals times `basis.scale`.
 template <typename Rng>
-void fmix_score_map(Rng &rng, const FmixBasis &basis, float *out, std::vector<double> &scratch) {
-  const int h = basis.h, w = basis.w, nky = basis.nky, nkx = basis.nkx;
-  scratch.resize(static_cast<size_t>(nky) * nkx * 2 + static_cast<size_t>(nkx) * h * 2);
-  double *spec = scratch.data();
-  double *g = spec + static_cast<size_t>(nky) * nkx * 2;   // [nkx][2][h]: re row, im row
-  for (int i = 0; i < nky * nkx; i++) {
-    spec[2 * i] = basis.scale[i] * standard_normal(rng);
-    spec[2 * i + 1] = basis.scale[i] * standard_normal(rng);
-  }
-  for (int kx = 0; kx < nkx; kx++) {
-    double *__restrict re = g + static_cast<size_t>(kx) * 2 * h;
-    double *__restrict im = re + h;
-    for (int y = 0; y < h; y++) re[y] = im[y] = 0.0;
-    for (int a = 0; a < nky; a++) {
-      const double sr = spec[(a * nkx + kx) * 2], si = spec[(a * nkx + kx) * 2 + 1];
-      const double *__restrict c = basis.cos_y.data() + static_cast<size_t>(a) * h;
-      const double *__restrict s = basis.sin_y.data() + static_cast<size_t>(a) * h;
-      for (int y = 0; y < h; y++) {
-        re[y] += sr * c[y] - si * s[y];
-        im[y] += sr * s[y] + si * c[y];
-      }
-    }
-  }
-  constexpr int kChunk = 32;
-  for (int y = 0; y < h; y++) {
-    float *__restrict row = out + static_cast<size_t>(y) * w;
-    int x0 = 0;
-    for (; x0 + kChunk <= w; x0 += kChunk) {
-      float acc[kChunk];
-      for (int j = 0; j < kChunk; j++) acc[j] = 0.0f;
-      for (int kx = 0; kx < nkx; kx++) {
-        const float gr = static_cast<float>(g[static_cast<size_t>(kx) * 2 * h + y]);
-        const float gi = static_cast<float>(g[static_cast<size_t>(kx) * 2 * h + h + y]);
-        const float *__restrict ct = basis.cos_x.data() + static_cast<size_t>(kx) * w + x0;
-        const float *__restrict st = basis.sin_x.data() + static_cast<size_t>(kx) * w + x0;
-        for (int j = 0; j < kChunk; j++) acc[j] += gr * ct[j] - gi * st[j];
-      }
-      for (int j = 0; j < kChunk; j++) row[x0 + j] = acc[j];
-    }
-    if (x0 < w) {
-      std::fill(row + x0, row + w, 0.0f);
-      for (int kx = 0; kx < nkx; kx++) {
-        const float gr = static_cast<float>(g[static_cast<size_t>(kx) * 2 * h + y]);
-        const float gi = static_cast<float>(g[static_cast<size_t>(kx) * 2 * h + h + y]);
-        const float *__restrict ct = basis.cos_x.data() + static_cast<size_t>(kx) * w;
-        const float *__restrict st = basis.sin_x.data() + static_cast<size_t>(kx) * w;
-        for (int x = x0; x < w; x++) row[x] += gr * ct[x] - gi * st[x];
-      }
-    }
+void fmix_spectrum(Rng &rng, const FmixBasis &basis, double *spec) {
+  const int n = basis.nky * basis.nkx;
+  for (int i = 0; i < n; i++) {
+    double z[2];
+    standard_normal_pair(rng, z);
+    spec[2 * i] = basis.scale[i] * z[0];
+    spec[2 * i + 1] = basis.scale[i] * z[1];
   }
 }
 
@@ -273,16 +241,18 @@ typedef unsigned char VecU8x16 __attribute__((vector_size(16)));
 typedef uint16_t VecU16Unaligned __attribute__((vector_size(32), aligned(2), may_alias));
 #define MULTIMIX_LOAD_U16(p) (*reinterpret_cast<const VecU16Unaligned *>(p))
 
-/// fmix_score_map with the real transform's symmetries used to halve both products: conjugate
-/// frequency pairs (ky, h - ky) share one set of twiddles, and rows h - y / columns w - x are the
-/// same sums as y / x with the sine terms negated. The same map mathematically (same spectrum
-/// draws, frequencies and scale); the floating-point rounding differs from fmix_score_map's in
-/// the last bits (which can move a pixel across a threshold only where two scores all but tie).
-/// The operator uses it for one map per sample (lambda_scope "sample"), where the map is the
-/// cost; the one map of a batch keeps fmix_score_map's order.
+/// FMix's low-frequency noise map (Harris et al.): a complex Gaussian spectrum scaled by
+/// `basis.scale` (fmix_spectrum), real inverse DFT to (H, W). Only the relative order of the
+/// values matters (the masks are quantiles), so the transform's constant factor is dropped; it is
+/// evaluated directly on the kept frequencies, separably: G = (H x F_y) times the spectrum
+/// (F_y x F_x), in double, then the rows times (F_x x W), in float, with the real transform's
+/// symmetries halving both products: conjugate frequency pairs (ky, h - ky) share one set of
+/// twiddles, and rows h - y / columns w - x are the same sums as y / x with the sine terms negated.
+/// Vectorisable loops (the operator compiles this with AVX2 where the CPU has it) keep blocks of
+/// accumulators in registers; every value's sums run in a fixed order, so both builds agree.
 template <typename Rng>
-void fmix_score_map_mirrored(Rng &rng, const FmixBasis &basis, float *out,
-                             std::vector<double> &scratch) {
+void fmix_score_map(Rng &rng, const FmixBasis &basis, float *out,
+                    std::vector<double> &scratch) {
   const int h = basis.h, w = basis.w, nky = basis.nky, nkx = basis.nkx;
   const int nterms = static_cast<int>(basis.term_a.size());
   const int hy = h / 2 + 1, hx = w / 2 + 1;  // rows 0..h/2, columns 0..w/2
@@ -295,10 +265,7 @@ void fmix_score_map_mirrored(Rng &rng, const FmixBasis &basis, float *out,
   double *g = acc + static_cast<size_t>(hy) * 4;             // [nkx][re h, im h]
   // C, S [hx] (floats in the doubles' space)
   float *cs = reinterpret_cast<float *>(g + static_cast<size_t>(nkx) * h * 2);
-  for (int i = 0; i < nky * nkx; i++) {
-    spec[2 * i] = basis.scale[i] * standard_normal(rng);
-    spec[2 * i + 1] = basis.scale[i] * standard_normal(rng);
-  }
+  fmix_spectrum(rng, basis, spec);
   // G[kx][y] = sum_ky X[ky][kx] e^{2 pi i ky y / h}; a pair (X+ = p + iq at ky, X- = u + iv at
   // h - ky) gives (p+u) c - (q-v) s + i((q+v) c + (p-u) s) at y, and the sine terms negated at h - y
   for (int kx = 0; kx < nkx; kx++) {
@@ -406,8 +373,10 @@ void fmix_score_map_mirrored(Rng &rng, const FmixBasis &basis, float *out,
       }
     }
     float *__restrict row = out + static_cast<size_t>(y) * w;
-    for (int x = 0; x < hx && x < w; x++) row[x] = cc[x] - ss[x];
-    for (int x = 1; w - x > x; x++) row[w - x] = cc[x] + ss[x];
+    const float *__restrict c = cc, *__restrict sn = ss;
+    for (int x = 0; x < hx && x < w; x++) row[x] = c[x] - sn[x];
+    const int mirrored_end = (w + 1) / 2;  // the columns w - x with x < w - x (a counted loop: it
+    for (int x = 1; x < mirrored_end; x++) row[w - x] = c[x] + sn[x];  // vectorises, reversed)
   }
 }
 

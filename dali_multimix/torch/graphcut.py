@@ -172,7 +172,7 @@ def solve_swap(e: GridEnergy, max_int: int = 2 ** 26, *, scale: Optional[float] 
 
 # ------------------------------------------------------------------ the native batched solver
 
-_NATIVE_ABI = 3
+_NATIVE_ABI = 4
 _NATIVE_NAME = "libmultimix_graphcut.so"
 _NATIVE: dict = {}
 
@@ -207,6 +207,12 @@ def native_library() -> Optional[ctypes.CDLL]:
             lib.mm_puzzle_transport.restype = ctypes.c_int
             lib.mm_stream_read_write.argtypes = [dp, i64, dp, i64, i32]
             lib.mm_stream_read_write.restype = ctypes.c_uint64
+            u64 = ctypes.c_uint64
+            lib.mm_philox_words.argtypes = [u64, u64, u64, i32, i64, dp]
+            lib.mm_philox_words.restype = None
+            lib.mm_fmix_noise.argtypes = [u64, u64, u64, i32, i32, i32, ctypes.c_double, dp, dp,
+                                          dp]
+            lib.mm_fmix_noise.restype = ctypes.c_int32
         _NATIVE["lib"] = lib
     return _NATIVE["lib"]
 
