@@ -392,7 +392,6 @@ struct FmixLevelScratch {
   std::vector<int64_t> start;     // per bucket: first rank
   std::vector<uint64_t> keys;     // keys of the pixels in threshold buckets
   std::vector<uint32_t> members;  // those pixels
-  std::vector<unsigned char> base;  // per bucket: its level, or 255 if it holds a threshold
 };
 
 /// Per-pixel level for K nested fmix masks: mask k takes the `counts[k]` pixels of highest score
@@ -463,21 +462,8 @@ inline void fmix_levels(const float *scores, int64_t pixels, const int64_t *coun
     threshold_bucket[s] =
         static_cast<int>(std::upper_bound(start.begin(), start.end(), rank) - start.begin()) - 1;
   }
-  // a bucket's level: the steps whose threshold bucket lies before it (255: holds a threshold)
-  scratch.base.resize(kBuckets);
-  unsigned char *base = scratch.base.data();
-  {
-    // threshold buckets are non-decreasing in s
-    int s = 0;
-    for (int b = 0; b < kBuckets; b++) {
-      while (s < k && threshold_bucket[s] < b) s++;
-      base[b] = static_cast<unsigned char>(s);
-    }
-    for (int t = 0; t < k; t++)
-      if (threshold_bucket[t] >= 0 && threshold_bucket[t] < kBuckets)
-        base[threshold_bucket[t]] = 255;
-  }
-  // the same levels 16 pixels at a time: count the threshold buckets below each pixel's bucket
+  // a pixel's level: the steps whose threshold bucket lies before its bucket (255: its bucket holds
+  // a threshold), 16 pixels at a time
   int before_all = 0, nd = 0;  // steps that take nothing; distinct threshold buckets in the grid
   uint16_t distinct[kMaxK];
   int16_t steps_at[kMaxK];
@@ -516,10 +502,15 @@ inline void fmix_levels(const float *scores, int64_t pixels, const int64_t *coun
         if (levels[j] == 255) members.push_back(static_cast<uint32_t>(j));
     }
   }
-  for (; p < pixels; p++) {
-    const unsigned char l = base[bk[p]];
-    levels[p] = l;
-    if (l == 255) members.push_back(static_cast<uint32_t>(p));
+  for (; p < pixels; p++) {  // the same, one pixel at a time
+    int l = before_all;
+    bool member = false;
+    for (int j = 0; j < nd; j++) {
+      l += bk[p] > distinct[j] ? steps_at[j] : 0;
+      member |= bk[p] == distinct[j];
+    }
+    levels[p] = member ? 255 : static_cast<unsigned char>(l);
+    if (member) members.push_back(static_cast<uint32_t>(p));
   }
   if (members.empty()) return;
   // keys of the threshold buckets' pixels, grouped by bucket (members are in pixel order)
