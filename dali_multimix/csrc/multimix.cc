@@ -419,8 +419,8 @@ void FmixLevels(const float *scores, int64_t pixels, const int64_t *counts, int 
   ::multimix::fmix_levels(scores, pixels, counts, k, levels, scratch);
 }
 
-/// The words of `rng` from `skip` words on, as the header-only PhiloxStream (the same words; DALI's
-/// generator computes every 4-word block in an out-of-line call, a third of the noise's normals).
+/// The words of `rng` from `skip` words on, as the header-only PhiloxStream (the same words, blocks
+/// computed many at a time; DALI's generator makes one out-of-line call per 4-word block).
 ::multimix::PhiloxStream FmixNoiseStream(Philox4x32_10 rng, uint64_t skip) {
   rng.skipahead(skip);
   const Philox4x32_10::State st = rng.get_state();
