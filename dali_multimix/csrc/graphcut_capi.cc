@@ -36,6 +36,17 @@ void Parallel(int threads, F &&body) {
   for (auto &th : pool) th.join();
 }
 
+// Calls body(i, scratch) for every item i in [0, items), the items handed out one at a time to
+// `threads` threads, each with a Scratch of its own reused across its items.
+template <typename Scratch, typename F>
+void ForEachItem(int64_t items, int32_t threads, F &&body) {
+  std::atomic<int64_t> next{0};
+  Parallel(Threads(threads, items), [&](int) {
+    Scratch scratch;
+    for (int64_t i; (i = next.fetch_add(1)) < items;) body(i, scratch);
+  });
+}
+
 // the grid sizes the solver takes (graphcut.py _check_energies says the same to the user)
 bool SizesOk(int32_t n, int32_t m, int32_t L) {
   return n >= 1 && m >= 1 && L >= 2 && n <= 4096 && m <= 4096 && L <= 256 &&
@@ -60,12 +71,9 @@ int mm_graphcut_solve(const double *unary, const double *cost_v, const double *c
   if (graphs == 0) return 0;
   const int64_t su = static_cast<int64_t>(n) * m * L, sv = static_cast<int64_t>(n - 1) * m,
                 sh = static_cast<int64_t>(n) * (m - 1), sl = static_cast<int64_t>(n) * m;
-  std::atomic<int64_t> next{0};
-  Parallel(Threads(threads, graphs), [&](int) {
-    multimix_graphcut::GridScratch scratch;
-    for (int64_t g; (g = next.fetch_add(1)) < graphs;)
-      multimix_graphcut::SolveGrid(unary + g * su, cost_v + g * sv, cost_h + g * sh, n, m, L,
-                                   labels + g * sl, scratch);
+  ForEachItem<multimix_graphcut::GridScratch>(graphs, threads, [&](int64_t g, auto &scratch) {
+    multimix_graphcut::SolveGrid(unary + g * su, cost_v + g * sv, cost_h + g * sh, n, m, L,
+                                 labels + g * sl, scratch);
   });
   return 0;
 }
@@ -82,12 +90,9 @@ int mm_graphcut_solve_steps(const double *unary, const double *cost_v, const dou
   if (groups == 0) return 0;
   const int64_t su = static_cast<int64_t>(steps) * n * m * L, sv = static_cast<int64_t>(n - 1) * m,
                 sh = static_cast<int64_t>(n) * (m - 1), sl = static_cast<int64_t>(steps) * n * m;
-  std::atomic<int64_t> next{0};
-  Parallel(Threads(threads, groups), [&](int) {
-    multimix_graphcut::GridScratch scratch;
-    for (int64_t g; (g = next.fetch_add(1)) < groups;)
-      multimix_graphcut::SolveSteps(unary + g * su, cost_v + g * sv, cost_h + g * sh, steps, n, m,
-                                    L, labels + g * sl, scratch);
+  ForEachItem<multimix_graphcut::GridScratch>(groups, threads, [&](int64_t g, auto &scratch) {
+    multimix_graphcut::SolveSteps(unary + g * su, cost_v + g * sv, cost_h + g * sh, steps, n, m,
+                                  L, labels + g * sl, scratch);
   });
   return 0;
 }
@@ -102,12 +107,9 @@ int mm_puzzle_transport(const float *mask, const float *saliency, int64_t grids,
   if (grids < 0 || n < 1 || n > multimix_graphcut::kMaxTransportSide) return -1;
   if (grids == 0) return 0;
   const int64_t cells = static_cast<int64_t>(n) * n;
-  std::atomic<int64_t> next{0};
-  Parallel(Threads(threads, grids), [&](int) {
-    multimix_graphcut::TransportScratch scratch;
-    for (int64_t g; (g = next.fetch_add(1)) < grids;)
-      multimix_graphcut::TransportGrid(mask + g * cells, saliency + g * cells, n, eps,
-                                       source + g * cells, scratch);
+  ForEachItem<multimix_graphcut::TransportScratch>(grids, threads, [&](int64_t g, auto &scratch) {
+    multimix_graphcut::TransportGrid(mask + g * cells, saliency + g * cells, n, eps,
+                                     source + g * cells, scratch);
   });
   return 0;
 }
