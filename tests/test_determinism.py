@@ -55,3 +55,39 @@ def test_checkpoint_restores_the_stream(mode, scope):
     for e, g in zip(expected, got):
         for a, b in zip(e, g):
             np.testing.assert_array_equal(a, b)
+
+
+FMIX_PORTABLE_SCRIPT = """
+import sys, zlib, numpy as np
+sys.path.insert(0, {tests!r})
+from conftest import run_multimix
+for h, w in {shapes!r}:
+    images = np.random.default_rng(h * 1000 + w).integers(0, 256, (4, h, w, 3)).astype(np.uint8)
+    labels = [np.array(i) for i in range(4)]
+    crc = 0
+    for scope in ("batch", "sample"):
+        for outputs in run_multimix(images, labels, k=5, mode="fmix", seed=21, iterations=2,
+                                    lambda_scope=scope):
+            crc = zlib.crc32(np.ascontiguousarray(outputs[0]).tobytes(), crc)
+    print(crc)
+"""
+
+
+def test_fmix_masks_are_the_same_in_the_portable_build():
+    """The FMix noise map and level selection are compiled twice (AVX2 where the CPU has it, and
+    portable) with the same operations in the same order: the masks must agree bit for bit, for
+    even and odd sides and sides too small for vector blocks (each takes other paths)."""
+    import os
+    import subprocess
+    import sys
+    shapes = [(224, 224), (64, 48), (33, 65), (40, 13), (12, 10), (6, 4), (2, 2), (1, 6)]
+    script = FMIX_PORTABLE_SCRIPT.format(tests=os.path.dirname(__file__), shapes=shapes)
+    runs = {}
+    for avx2 in ("0", "1"):
+        env = dict(os.environ, DALI_MULTIMIX_NO_AVX2="1" if avx2 == "0" else "0")
+        result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                                text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[avx2] = result.stdout.split()
+    assert len(runs["1"]) == len(shapes)
+    assert runs["0"] == runs["1"]

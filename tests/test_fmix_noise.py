@@ -91,8 +91,11 @@ def fmix_scale(h: int, w: int, kys: np.ndarray, nkx: int, decay: float = 3.0) ->
     return 1.0 / np.maximum(np.sqrt(fy ** 2 + fx ** 2), 1.0 / max(h, w)) ** decay
 
 
+# shapes for every path of the map: odd / even sides (even ones are evaluated on a quarter of the
+# rows / columns, by frequency parity), sides too small for blocks of 8 (2, 4, 6, 1x6), both
 @pytest.mark.parametrize("h, w", [(32, 32), (12, 10), (7, 9), (1, 6), (33, 65), (64, 48),
-                                  (224, 224), (200, 37)])
+                                  (224, 224), (200, 37), (2, 2), (6, 4), (4, 30), (30, 6),
+                                  (18, 18), (40, 13), (13, 40), (66, 130)])
 def test_map_is_the_irfft2_of_its_spectrum(h, w):
     kys, spectrum, got = fmix_noise(h, w)
     # the kept frequencies: every ky up to 16 and from h - 16 (all of them for h <= 32), kx <= 16
@@ -106,6 +109,32 @@ def test_map_is_the_irfft2_of_its_spectrum(h, w):
     expected = np.fft.irfft2(full, s=(h, w)) * (h * w)  # the map drops the 1/(HW) factor
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6 * np.abs(expected).max())
     assert np.abs(expected).max() > 0
+
+
+def fmix_map(h: int, w: int, avx2: bool, state=(5, 1, 2, 3)):
+    """(map (h, w) float32, (min, max)) of the header's portable or AVX2 build; None where the CPU
+    has no AVX2."""
+    out = np.empty((h, w), np.float32)
+    value_range = np.empty(2, np.float32)
+    done = native_library().mm_fmix_map(*state, h, w, 3.0, int(avx2), out.ctypes.data,
+                                        value_range.ctypes.data)
+    assert done in (0, 1)
+    return (out, value_range) if done else None
+
+
+@pytest.mark.parametrize("h", [1, 2, 3, 4, 6, 7, 8, 12, 16, 17, 31, 32, 33, 64, 66, 224])
+def test_avx2_map_is_the_portable_map_bit_for_bit(h):
+    """The operator picks the AVX2 build of the map where the CPU has it: the same operations in
+    the same order (no FMA), so the same floats, for every path (odd / even sides, blocks of 8
+    or single rows and columns); and the range it reports is the map's minimum and maximum."""
+    for w in (1, 2, 3, 4, 5, 6, 8, 9, 10, 16, 17, 30, 31, 32, 33, 34, 63, 64, 65, 66, 130, 224):
+        portable, portable_range = fmix_map(h, w, avx2=False)
+        assert portable_range.tolist() == [portable.min(), portable.max()]
+        avx2 = fmix_map(h, w, avx2=True)
+        if avx2 is None:
+            pytest.skip("this CPU has no AVX2")
+        np.testing.assert_array_equal(avx2[0].view(np.uint32), portable.view(np.uint32))
+        np.testing.assert_array_equal(avx2[1], portable_range)
 
 
 def test_spectrum_is_complex_gaussian_times_the_fmix_scale():

@@ -23,6 +23,15 @@
 
 namespace {
 
+#if defined(__x86_64__)
+// The FMix map compiled as the operator compiles it where the CPU has AVX2 (multimix.cc).
+__attribute__((target("avx2"), flatten)) void FmixScoreMapAvx2(
+    multimix::PhiloxStream &rng, const multimix::FmixBasis &basis, float *out,
+    std::vector<double> &scratch, float *range) {
+  multimix::fmix_score_map(rng, basis, out, scratch, range);
+}
+#endif
+
 int Threads(int requested, int64_t work) {
   int t = requested > 0 ? requested : static_cast<int>(std::thread::hardware_concurrency());
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(std::max(t, 1), work)));
@@ -58,7 +67,7 @@ bool SizesOk(int32_t n, int32_t m, int32_t L) {
 extern "C" {
 
 // The version of this ABI (the Python side refuses another).
-int mm_graphcut_abi_version(void) { return 4; }
+int mm_graphcut_abi_version(void) { return 5; }
 
 // graphs grids of n x m blocks, L labels: unary (graphs, n, m, L), cost_v (graphs, n-1, m),
 // cost_h (graphs, n, m-1), C-contiguous float64, finite, weights >= 0 (the caller checks);
@@ -199,6 +208,29 @@ int32_t mm_fmix_noise(uint64_t key, uint64_t ctr_lo, uint64_t ctr_hi, int32_t ph
     multimix::fmix_score_map(same, basis, map, scratch);
   }
   return basis.nky * 65536 + basis.nkx;
+}
+
+// The same map and its (minimum, maximum) from the portable build of the header (avx2 = 0) or
+// the build with AVX2, as the operator compiles it (avx2 = 1): the tests compare the two bit
+// for bit. Returns 1 (map written), 0 (avx2 = 1 on a CPU without AVX2: nothing written) or -1
+// (bad sizes).
+int32_t mm_fmix_map(uint64_t key, uint64_t ctr_lo, uint64_t ctr_hi, int32_t phase, int32_t h,
+                    int32_t w, double decay, int32_t avx2, float *map, float *range) {
+  if (h < 1 || w < 1 || h > 65535 || w > 65535) return -1;
+  const multimix::FmixBasis basis(h, w, decay);
+  multimix::PhiloxStream rng(key, ctr_lo, ctr_hi, phase);
+  std::vector<double> scratch;
+  if (!avx2) {
+    multimix::fmix_score_map(rng, basis, map, scratch, range);
+    return 1;
+  }
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx2")) {
+    FmixScoreMapAvx2(rng, basis, map, scratch, range);
+    return 1;
+  }
+#endif
+  return 0;
 }
 
 }  // extern "C"

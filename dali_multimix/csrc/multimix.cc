@@ -383,14 +383,15 @@ namespace {
 #if defined(__x86_64__)
 template <typename Rng>
 __attribute__((target("avx2"), flatten)) void FmixScoreMapAvx2(
-    Rng &rng, const ::multimix::FmixBasis &basis, float *out, std::vector<double> &scratch) {
-  ::multimix::fmix_score_map(rng, basis, out, scratch);
+    Rng &rng, const ::multimix::FmixBasis &basis, float *out, std::vector<double> &scratch,
+    float *range) {
+  ::multimix::fmix_score_map(rng, basis, out, scratch, range);
 }
 
 __attribute__((target("avx2"), flatten)) void FmixLevelsAvx2(
     const float *scores, int64_t pixels, const int64_t *counts, int k, unsigned char *levels,
-    ::multimix::FmixLevelScratch &scratch) {
-  ::multimix::fmix_levels(scores, pixels, counts, k, levels, scratch);
+    ::multimix::FmixLevelScratch &scratch, const float *range) {
+  ::multimix::fmix_levels(scores, pixels, counts, k, levels, scratch, range);
 }
 
 bool HostHasAvx2() {  // DALI_MULTIMIX_NO_AVX2=1: the portable build (the tests compare both)
@@ -404,19 +405,19 @@ bool HostHasAvx2() {  // DALI_MULTIMIX_NO_AVX2=1: the portable build (the tests 
 
 template <typename Rng>
 void FmixScoreMap(Rng &rng, const ::multimix::FmixBasis &basis, float *out,
-                  std::vector<double> &scratch) {
+                  std::vector<double> &scratch, float *range) {
 #if defined(__x86_64__)
-  if (HostHasAvx2()) return FmixScoreMapAvx2(rng, basis, out, scratch);
+  if (HostHasAvx2()) return FmixScoreMapAvx2(rng, basis, out, scratch, range);
 #endif
-  ::multimix::fmix_score_map(rng, basis, out, scratch);
+  ::multimix::fmix_score_map(rng, basis, out, scratch, range);
 }
 
 void FmixLevels(const float *scores, int64_t pixels, const int64_t *counts, int k,
-                unsigned char *levels, ::multimix::FmixLevelScratch &scratch) {
+                unsigned char *levels, ::multimix::FmixLevelScratch &scratch, const float *range) {
 #if defined(__x86_64__)
-  if (HostHasAvx2()) return FmixLevelsAvx2(scores, pixels, counts, k, levels, scratch);
+  if (HostHasAvx2()) return FmixLevelsAvx2(scores, pixels, counts, k, levels, scratch, range);
 #endif
-  ::multimix::fmix_levels(scores, pixels, counts, k, levels, scratch);
+  ::multimix::fmix_levels(scores, pixels, counts, k, levels, scratch, range);
 }
 
 /// The words of `rng` from `skip` words on, as the header-only PhiloxStream (the same words, blocks
@@ -438,14 +439,15 @@ void Multimix<Backend>::PrepareBatchFmix() {
   const int64_t pixels = static_cast<int64_t>(spatial_.h) * spatial_.w;
   batch_fmix_scores_.resize(pixels);
   auto rng = FmixNoiseStream(this->GetSampleRNG(nsamples_), kBatchFmixStream);
-  FmixScoreMap(rng, fmix_basis_, batch_fmix_scores_.data(), batch_fmix_scratch_.spectrum);
+  FmixScoreMap(rng, fmix_basis_, batch_fmix_scores_.data(), batch_fmix_scratch_.spectrum,
+               batch_fmix_range_);
   // its K levels once for the batch, unless per-sample `lambdas` give samples different counts
   for (int i = 1; i < nsamples_; i++) {
     if (!std::equal(mix_[0].counts, mix_[0].counts + k_, mix_[i].counts)) return;
   }
   batch_fmix_levels_.resize(pixels);
   FmixLevels(batch_fmix_scores_.data(), pixels, mix_[0].counts, k_, batch_fmix_levels_.data(),
-             batch_fmix_scratch_.select);
+             batch_fmix_scratch_.select, batch_fmix_range_);
   shared_fmix_levels_ = true;
 }
 
@@ -454,14 +456,19 @@ void Multimix<Backend>::ComputeFmixLevels(int i, const float *given_scores, unsi
                                           FmixScratch &scratch) const {
   const int64_t pixels = static_cast<int64_t>(spatial_.h) * spatial_.w;
   const float *scores = given_scores;
-  if (!scores && lambda_scope_ == LambdaScope::kBatch) scores = batch_fmix_scores_.data();
+  const float *range = nullptr;  // given scores: fmix_levels finds their range
+  if (!scores && lambda_scope_ == LambdaScope::kBatch) {
+    scores = batch_fmix_scores_.data();
+    range = batch_fmix_range_;
+  }
   if (!scores) {
     scratch.scores.resize(pixels);
     auto rng = FmixNoiseStream(this->GetSampleRNG(i), kFmixStream);
-    FmixScoreMap(rng, fmix_basis_, scratch.scores.data(), scratch.spectrum);
+    FmixScoreMap(rng, fmix_basis_, scratch.scores.data(), scratch.spectrum, scratch.range);
     scores = scratch.scores.data();
+    range = scratch.range;
   }
-  FmixLevels(scores, pixels, mix_[i].counts, k_, levels, scratch.select);
+  FmixLevels(scores, pixels, mix_[i].counts, k_, levels, scratch.select, range);
 }
 
 // ---------------------------------------------------------------------------------------------

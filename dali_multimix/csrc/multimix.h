@@ -56,6 +56,7 @@ template <typename... Args>
 /// Reusable buffers of the fmix mask computation.
 struct FmixScratch {
   std::vector<float> scores;
+  float range[2];  // the scores' minimum and maximum
   std::vector<double> spectrum;
   ::multimix::FmixLevelScratch select;
 };
@@ -128,6 +129,7 @@ class Multimix : public rng::OperatorWithRng<Operator<Backend>> {
   std::vector<SampleMix> mix_;
   ::multimix::FmixBasis fmix_basis_;  // for the current H, W (fmix without given scores)
   std::vector<float> batch_fmix_scores_;         // lambda_scope "batch": the batch's noise map
+  float batch_fmix_range_[2] = {0.0f, 0.0f};    // its minimum and maximum
   std::vector<unsigned char> batch_fmix_levels_;  // its levels, when every sample shares them
   bool shared_fmix_levels_ = false;
   FmixScratch batch_fmix_scratch_;

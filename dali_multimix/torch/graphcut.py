@@ -172,7 +172,7 @@ def solve_swap(e: GridEnergy, max_int: int = 2 ** 26, *, scale: Optional[float] 
 
 # ------------------------------------------------------------------ the native batched solver
 
-_NATIVE_ABI = 4
+_NATIVE_ABI = 5
 _NATIVE_NAME = "libmultimix_graphcut.so"
 _NATIVE: dict = {}
 
@@ -213,6 +213,9 @@ def native_library() -> Optional[ctypes.CDLL]:
             lib.mm_fmix_noise.argtypes = [u64, u64, u64, i32, i32, i32, ctypes.c_double, dp, dp,
                                           dp]
             lib.mm_fmix_noise.restype = ctypes.c_int32
+            lib.mm_fmix_map.argtypes = [u64, u64, u64, i32, i32, i32, ctypes.c_double, i32, dp,
+                                        dp]
+            lib.mm_fmix_map.restype = ctypes.c_int32
         _NATIVE["lib"] = lib
     return _NATIVE["lib"]
 
