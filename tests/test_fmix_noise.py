@@ -139,7 +139,8 @@ def test_avx2_map_is_the_portable_map_bit_for_bit(h):
 
 def test_spectrum_is_complex_gaussian_times_the_fmix_scale():
     """Seeded draws from 300 streams: spectrum / scale is i.i.d. N(0, 1) in its real and imaginary
-    parts (Kolmogorov-Smirnov, moments, no correlation between parts or neighbours)."""
+    parts (Kolmogorov-Smirnov, chi-square on 200 bins, moments, the tails, no correlation between
+    parts or neighbours)."""
     h, w, parts = 32, 32, []
     for stream in range(300):
         kys, spectrum, _ = fmix_noise(h, w, state=(12345, 0, stream, stream % 4))
@@ -151,11 +152,40 @@ def test_spectrum_is_complex_gaussian_times_the_fmix_scale():
     assert stats.kstest(both, "norm").pvalue > 1e-3
     assert abs(both.mean()) < 0.01 and abs(both.var() - 1) < 0.01
     assert abs(stats.kurtosis(both)) < 0.05  # excess kurtosis of a normal: 0
+    # 200 bins of equal probability: chi-square (the ziggurat's layers, wedges and tail alike)
+    counts = np.bincount(np.searchsorted(stats.norm.ppf(np.arange(1, 200) / 200), both), minlength=200)
+    assert stats.chisquare(counts).pvalue > 1e-3
+    # the tail beyond the ziggurat's base (r = 3.4426) and beyond 4: binomial counts within 5 sd
+    for cut in (3.442619855899, 4.0):
+        p = 2 * stats.norm.sf(cut)
+        assert abs((np.abs(both) > cut).sum() - both.size * p) < 5 * np.sqrt(both.size * p * (1 - p))
     assert abs(np.corrcoef(re, im)[0, 1]) < 0.01
     assert abs(np.corrcoef(re[:-1], re[1:])[0, 1]) < 0.01
     assert abs(np.corrcoef(im[:-1], re[1:])[0, 1]) < 0.01
     # different streams draw different spectra
     assert not np.array_equal(parts[0], parts[1])
+
+
+def standard_normals(stream: int, n: int) -> np.ndarray:
+    out = np.empty(n, np.float64)
+    native_library().mm_standard_normals(2024, stream, 7, stream % 4, n, out.ctypes.data)
+    return out
+
+
+def test_ziggurat_normals_and_their_tail():
+    """The spectrum's normals (the ziggurat: layers, wedges, and the tail beyond its base r by
+    Marsaglia's rejection) directly: 2M draws are N(0, 1) by Kolmogorov-Smirnov and chi-square on
+    500 equiprobable bins; 10M draws give ~5,800 beyond r, distributed as the normal's tail."""
+    z = standard_normals(0, 2_000_000)
+    assert stats.kstest(z, "norm").pvalue > 1e-3
+    counts = np.bincount(np.searchsorted(stats.norm.ppf(np.arange(1, 500) / 500), z), minlength=500)
+    assert stats.chisquare(counts).pvalue > 1e-3
+    r = 3.442619855899
+    tail = np.concatenate([np.abs(t[np.abs(t) > r]) for t in
+                           (standard_normals(stream, 2_000_000) for stream in range(1, 6))])
+    assert 5000 < tail.size < 6500  # 10M x 2 sf(r) = 5,760
+    beyond = stats.kstest(tail, lambda x: 1 - stats.norm.sf(x) / stats.norm.sf(r))
+    assert beyond.pvalue > 1e-3
 
 
 def test_bad_sizes_are_refused():

@@ -210,6 +210,14 @@ int32_t mm_fmix_noise(uint64_t key, uint64_t ctr_lo, uint64_t ctr_hi, int32_t ph
   return basis.nky * 65536 + basis.nkx;
 }
 
+// n standard normal variates of the FMix spectrum's generator (the ziggurat) from that stream.
+void mm_standard_normals(uint64_t key, uint64_t ctr_lo, uint64_t ctr_hi, int32_t phase, int64_t n,
+                         double *out) {
+  multimix::PhiloxStream rng(key, ctr_lo, ctr_hi, phase);
+  const multimix::NormalZiggurat &z = multimix::NormalZiggurat::tables();
+  for (int64_t i = 0; i < n; i++) out[i] = multimix::standard_normal_ziggurat(rng, z);
+}
+
 // The same map and its (minimum, maximum) from the portable build of the header (avx2 = 0) or
 // the build with AVX2, as the operator compiles it (avx2 = 1): the tests compare the two bit
 // for bit. Returns 1 (map written), 0 (avx2 = 1 on a CPU without AVX2: nothing written) or -1

@@ -216,6 +216,8 @@ def native_library() -> Optional[ctypes.CDLL]:
             lib.mm_fmix_map.argtypes = [u64, u64, u64, i32, i32, i32, ctypes.c_double, i32, dp,
                                         dp]
             lib.mm_fmix_map.restype = ctypes.c_int32
+            lib.mm_standard_normals.argtypes = [u64, u64, u64, i32, i64, dp]
+            lib.mm_standard_normals.restype = None
         _NATIVE["lib"] = lib
     return _NATIVE["lib"]
 
