@@ -2,6 +2,10 @@
 restore the random stream."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from nvidia.dali import fn, pipeline_def, types
@@ -76,10 +80,8 @@ for h, w in {shapes!r}:
 def test_fmix_masks_are_the_same_in_the_portable_build():
     """The FMix noise map and level selection are compiled twice (AVX2 where the CPU has it, and
     portable) with the same operations in the same order: the masks must agree bit for bit, for
-    even and odd sides and sides too small for vector blocks (each takes other paths)."""
-    import os
-    import subprocess
-    import sys
+    even and odd sides and sides too small for vector blocks (each takes other paths). (Masks
+    are ranks of the map: tests/test_fmix_noise.py compares the maps themselves bit for bit.)"""
     shapes = [(224, 224), (64, 48), (33, 65), (40, 13), (12, 10), (6, 4), (2, 2), (1, 6)]
     script = FMIX_PORTABLE_SCRIPT.format(tests=os.path.dirname(__file__), shapes=shapes)
     runs = {}

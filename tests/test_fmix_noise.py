@@ -1,8 +1,10 @@
 """The operator's own FMix noise (csrc/multimix_sampling.h, multimix_philox.h), called through the
-native library's C ABI (mm_philox_words, mm_fmix_noise): the same header code the operator
-compiles. Checked against independent references: Random123's published Philox4x32-10 answers
-and a numpy Philox; numpy's irfft2 of the very spectrum the header drew; and the spectrum's
-distribution (complex Gaussian times FMix's 1/f^decay scale, seeded).
+native library's C ABI (mm_philox_words, mm_fmix_noise, mm_fmix_map, mm_standard_normals): the
+same header code the operator compiles, in its portable and its AVX2 build. Checked against
+independent references: Random123's published Philox4x32-10 answers and a numpy Philox; numpy's
+irfft2 of the very spectrum the header drew; the spectrum's distribution (complex Gaussian times
+FMix's 1/f^decay scale, seeded) and its normals' (the ziggurat, tails included); and the AVX2
+build against the portable one, bit for bit.
 """
 from __future__ import annotations
 

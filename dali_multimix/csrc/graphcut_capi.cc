@@ -1,9 +1,10 @@
 // C ABI of the native Puzzle Mix graph cuts and block transport (loaded with ctypes by
 // dali_multimix/torch/graphcut.py; ctypes releases the GIL for the call): all graphs (grids) of a
-// batch in one call, spread over std::threads. Also a streaming-write bandwidth probe for the benchmarks'
-// limits (bench/), and the operator's FMix noise (multimix_sampling.h, multimix_philox.h: the
-// DALI-free headers the operator compiles) for the tests to check against numpy. Built as its own
-// small shared library (CMakeLists.txt: multimix_graphcut); it needs neither DALI nor Python.
+// batch in one call, spread over std::threads. Also a streaming-write bandwidth probe for the
+// benchmarks' limits (bench/), and the operator's FMix noise (multimix_sampling.h,
+// multimix_philox.h: the DALI-free headers the operator compiles; its map in both builds, its
+// normals) for the tests to check. Built as its own small shared library (CMakeLists.txt:
+// multimix_graphcut); it needs neither DALI nor Python.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>

@@ -56,7 +56,7 @@ template <typename... Args>
 /// Reusable buffers of the fmix mask computation.
 struct FmixScratch {
   std::vector<float> scores;
-  float range[2];  // the scores' minimum and maximum
+  float range[2] = {0.0f, 0.0f};  // the scores' minimum and maximum
   std::vector<double> spectrum;
   ::multimix::FmixLevelScratch select;
 };
