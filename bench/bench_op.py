@@ -44,16 +44,18 @@ def best_ms(fn_, repeats: int) -> float:
     return 1e3 * min(times)
 
 
-def paired_best_ms(with_op, baseline, repeats: int) -> tuple[float, float]:
-    """Best times of two pipelines run alternately, so that both see the same machine."""
-    with_op(), baseline()
-    t_op, t_base = [], []
+def in_turn_best_ms(runs, repeats: int) -> list:
+    """Best time of each of `runs` (callables), all run in turn in every repeat after a warm-up,
+    so that every one sees the same machine states."""
+    for run in runs:
+        run()
+    best = [float("inf")] * len(runs)
     for _ in range(repeats):
-        for run, times in ((with_op, t_op), (baseline, t_base)):
+        for i, run in enumerate(runs):
             t0 = time.perf_counter()
             run()
-            times.append(time.perf_counter() - t0)
-    return 1e3 * min(t_op), 1e3 * min(t_base)
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return [1e3 * b for b in best]
 
 
 def dali_runner(batch: np.ndarray, k: int, mode: str | None, threads: int, device: str = "cpu"):
@@ -114,21 +116,6 @@ def stream_limit(in_bytes: int, out_bytes: int, threads: int):
     src, dst = np.ones(in_bytes, np.uint8), np.zeros(out_bytes, np.uint8)
     return lambda: lib.mm_stream_read_write(src.ctypes.data, in_bytes, dst.ctypes.data, out_bytes,
                                             threads)
-
-
-def paired3_best_ms(with_op, baseline, limit, repeats: int) -> tuple[float, float, float]:
-    """Best times of the pipeline with the operator, the feed-only pipeline and the limit, run in
-    turn in every repeat so that all three see the same machine."""
-    runs = (with_op, baseline, limit)
-    for run in runs:
-        run()
-    best = [float("inf")] * 3
-    for _ in range(repeats):
-        for i, run in enumerate(runs):
-            t0 = time.perf_counter()
-            run()
-            best[i] = min(best[i], time.perf_counter() - t0)
-    return tuple(1e3 * b for b in best)
 
 
 def threaded_memcpy(nbytes: int, threads: int):
@@ -208,8 +195,8 @@ def main() -> None:
             gen = torch.Generator(device=xt.device).manual_seed(0)
             peer = synchronized if gpu else (lambda f: f)
             for mode in ("mixup", "cutmix", "fmix", "fmix/sample"):
-                t_pipe, t_feed, t_limit = paired3_best_ms(
-                    dali_runner(x, args.k, mode, args.threads, args.device), feed, limit,
+                t_pipe, t_feed, t_limit = in_turn_best_ms(
+                    (dali_runner(x, args.k, mode, args.threads, args.device), feed, limit),
                     args.repeats)
                 t_op = max(t_pipe - t_feed, 1e-3)
                 row = dict(size=f"{side}x{side}x3", dtype=np.dtype(dtype).name, mode=mode,
@@ -239,16 +226,10 @@ def interleaved_ops_ms(x: np.ndarray, k: int, threads: int, device: str, repeats
     """The operator's time (pipeline minus feed, best of `repeats`) per mode, with the feed and
     every mode's pipeline run in turn in one loop: all modes see the same machine states, so
     their ratios (the fmix goals: "batch" about mixup, "sample" <= 2x mixup) are read here."""
-    runs = {mode: dali_runner(x, k, mode, threads, device) for mode in (None,) + INTERLEAVED_MODES}
-    for run in runs.values():
-        run()
-    best = {mode: float("inf") for mode in runs}
-    for _ in range(repeats):
-        for mode, run in runs.items():
-            t0 = time.perf_counter()
-            run()
-            best[mode] = min(best[mode], time.perf_counter() - t0)
-    return {mode: 1e3 * max(best[mode] - best[None], 1e-6) for mode in INTERLEAVED_MODES}
+    modes = (None,) + INTERLEAVED_MODES
+    feed, *ops = in_turn_best_ms([dali_runner(x, k, mode, threads, device) for mode in modes],
+                                 repeats)
+    return {mode: max(t - feed, 1e-3) for mode, t in zip(INTERLEAVED_MODES, ops)}
 
 
 def format_interleaved(ops: dict) -> list:
