@@ -24,15 +24,6 @@
 
 namespace {
 
-#if defined(__x86_64__)
-// The FMix map compiled as the operator compiles it where the CPU has AVX2 (multimix.cc).
-__attribute__((target("avx2"), flatten)) void FmixScoreMapAvx2(
-    multimix::PhiloxStream &rng, const multimix::FmixBasis &basis, float *out,
-    std::vector<double> &scratch, float *range) {
-  multimix::fmix_score_map(rng, basis, out, scratch, range);
-}
-#endif
-
 int Threads(int requested, int64_t work) {
   int t = requested > 0 ? requested : static_cast<int>(std::thread::hardware_concurrency());
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(std::max(t, 1), work)));
@@ -62,6 +53,9 @@ bool SizesOk(int32_t n, int32_t m, int32_t L) {
   return n >= 1 && m >= 1 && L >= 2 && n <= 4096 && m <= 4096 && L <= 256 &&
          static_cast<int64_t>(n) * m * (L - 1) <= (1 << 24);
 }
+
+// the image sizes the FMix test exports take
+bool FmixSizeOk(int32_t h, int32_t w) { return h >= 1 && w >= 1 && h <= 65535 && w <= 65535; }
 
 }  // namespace
 
@@ -198,7 +192,7 @@ void mm_philox_words(uint64_t key, uint64_t ctr_lo, uint64_t ctr_hi, int32_t pha
 // it only returns that. Returns -1 for h, w outside [1, 65535] (nothing written).
 int32_t mm_fmix_noise(uint64_t key, uint64_t ctr_lo, uint64_t ctr_hi, int32_t phase, int32_t h,
                       int32_t w, double decay, int32_t *kys, double *spectrum, float *map) {
-  if (h < 1 || w < 1 || h > 65535 || w > 65535) return -1;
+  if (!FmixSizeOk(h, w)) return -1;
   const multimix::FmixBasis basis(h, w, decay);
   if (kys) {
     std::copy(basis.kys.begin(), basis.kys.end(), kys);
@@ -225,7 +219,7 @@ void mm_standard_normals(uint64_t key, uint64_t ctr_lo, uint64_t ctr_hi, int32_t
 // (bad sizes).
 int32_t mm_fmix_map(uint64_t key, uint64_t ctr_lo, uint64_t ctr_hi, int32_t phase, int32_t h,
                     int32_t w, double decay, int32_t avx2, float *map, float *range) {
-  if (h < 1 || w < 1 || h > 65535 || w > 65535) return -1;
+  if (!FmixSizeOk(h, w)) return -1;
   const multimix::FmixBasis basis(h, w, decay);
   multimix::PhiloxStream rng(key, ctr_lo, ctr_hi, phase);
   std::vector<double> scratch;
@@ -235,7 +229,7 @@ int32_t mm_fmix_map(uint64_t key, uint64_t ctr_lo, uint64_t ctr_hi, int32_t phas
   }
 #if defined(__x86_64__)
   if (__builtin_cpu_supports("avx2")) {
-    FmixScoreMapAvx2(rng, basis, map, scratch, range);
+    multimix::fmix_score_map_avx2(rng, basis, map, scratch, range);
     return 1;
   }
 #endif

@@ -377,24 +377,10 @@ bool Multimix<Backend>::SetupImpl(std::vector<OutputDesc> &output_desc, const Wo
 
 namespace {
 
-// FMix's noise map and level selection, compiled a second time with AVX2 (flatten: the header's
-// loops are inlined here and vectorised 8 floats / 4 doubles wide) and picked at run time. The
-// same operations in the same order (-ffp-contract=off: no FMA), so the results are identical.
 #if defined(__x86_64__)
-template <typename Rng>
-__attribute__((target("avx2"), flatten)) void FmixScoreMapAvx2(
-    Rng &rng, const ::multimix::FmixBasis &basis, float *out, std::vector<double> &scratch,
-    float *range) {
-  ::multimix::fmix_score_map(rng, basis, out, scratch, range);
-}
-
-__attribute__((target("avx2"), flatten)) void FmixLevelsAvx2(
-    const float *scores, int64_t pixels, const int64_t *counts, int k, unsigned char *levels,
-    ::multimix::FmixLevelScratch &scratch, const float *range) {
-  ::multimix::fmix_levels(scores, pixels, counts, k, levels, scratch, range);
-}
-
-bool HostHasAvx2() {  // DALI_MULTIMIX_NO_AVX2=1: the portable build (the tests compare both)
+// Whether the AVX2 loops run: the CPU has AVX2 and DALI_MULTIMIX_NO_AVX2=1 does not ask for the
+// portable ones (the tests compare both).
+bool HostHasAvx2() {
   static const bool avx2 = [] {
     const char *off = std::getenv("DALI_MULTIMIX_NO_AVX2");
     return __builtin_cpu_supports("avx2") && !(off && off[0] == '1');
@@ -407,7 +393,7 @@ template <typename Rng>
 void FmixScoreMap(Rng &rng, const ::multimix::FmixBasis &basis, float *out,
                   std::vector<double> &scratch, float *range) {
 #if defined(__x86_64__)
-  if (HostHasAvx2()) return FmixScoreMapAvx2(rng, basis, out, scratch, range);
+  if (HostHasAvx2()) return ::multimix::fmix_score_map_avx2(rng, basis, out, scratch, range);
 #endif
   ::multimix::fmix_score_map(rng, basis, out, scratch, range);
 }
@@ -415,7 +401,8 @@ void FmixScoreMap(Rng &rng, const ::multimix::FmixBasis &basis, float *out,
 void FmixLevels(const float *scores, int64_t pixels, const int64_t *counts, int k,
                 unsigned char *levels, ::multimix::FmixLevelScratch &scratch, const float *range) {
 #if defined(__x86_64__)
-  if (HostHasAvx2()) return FmixLevelsAvx2(scores, pixels, counts, k, levels, scratch, range);
+  if (HostHasAvx2())
+    return ::multimix::fmix_levels_avx2(scores, pixels, counts, k, levels, scratch, range);
 #endif
   ::multimix::fmix_levels(scores, pixels, counts, k, levels, scratch, range);
 }
@@ -602,10 +589,6 @@ __attribute__((target("avx2"))) void BlendStepsAvx2(typename Kernel::T *out, int
   for (; e < n; e++) scalar(e);
 }
 
-bool UseAvx2() {
-  const char *off = std::getenv("DALI_MULTIMIX_NO_AVX2");
-  return __builtin_cpu_supports("avx2") && !(off && off[0] == '1');
-}
 #endif
 
 /// The K mixup steps of one image, `stride` elements apart. `stream`: write with non-temporal
@@ -615,7 +598,7 @@ template <typename T>
 void BlendSteps(T *out, int64_t stride, const T *a, const T *b, int64_t n, const float *lams,
                 int k, bool stream) {
 #if defined(__x86_64__)
-  static const bool use_avx2 = UseAvx2();
+  const bool use_avx2 = HostHasAvx2();
   if constexpr (std::is_same_v<T, float>) {
     if (use_avx2) return BlendStepsAvx2<Avx2Float>(out, stride, a, b, n, lams, k, stream);
   } else if constexpr (std::is_same_v<T, uint8_t>) {
@@ -779,7 +762,7 @@ template <typename T>
 void FmixSteps(T *out, int64_t stride, const T *own, const T *partner,
                const unsigned char *element_levels, int64_t n, int k, bool stream) {
 #if defined(__x86_64__)
-  static const bool use_avx2 = UseAvx2();
+  const bool use_avx2 = HostHasAvx2();
   if (use_avx2) return FmixStepsAvx2(out, stride, own, partner, element_levels, n, k, stream);
 #endif
   for (int s = 0; s < k; s++) FmixImage(out + s * stride, own, partner, element_levels, n, s);
@@ -791,7 +774,7 @@ inline void SpreadLevels(const unsigned char *pixel_levels, const SpatialLayout 
   const int64_t pixels = static_cast<int64_t>(sp.h) * sp.w;
   unsigned char *dst = element_levels;
 #if defined(__x86_64__)
-  static const bool use_avx2 = UseAvx2();
+  const bool use_avx2 = HostHasAvx2();
 #else
   const bool use_avx2 = false;
 #endif

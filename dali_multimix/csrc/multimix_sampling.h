@@ -738,6 +738,25 @@ inline void fmix_levels(const float *scores, int64_t pixels, const int64_t *coun
   }
 }
 
+#if defined(__x86_64__)
+// fmix_score_map and fmix_levels compiled a second time with AVX2 (flatten: their loops are
+// inlined here and vectorised 8 floats / 4 doubles wide), for callers to pick at run time where
+// the CPU has it (the operator; the native library's test export). The same operations in the
+// same order (-ffp-contract=off: no FMA), so the same results (tests/test_fmix_noise.py compares
+// the maps bit for bit).
+template <typename Rng>
+__attribute__((target("avx2"), flatten)) void fmix_score_map_avx2(
+    Rng &rng, const FmixBasis &basis, float *out, std::vector<double> &scratch, float *range) {
+  fmix_score_map(rng, basis, out, scratch, range);
+}
+
+__attribute__((target("avx2"), flatten)) inline void fmix_levels_avx2(
+    const float *scores, int64_t pixels, const int64_t *counts, int k, unsigned char *levels,
+    FmixLevelScratch &scratch, const float *range) {
+  fmix_levels(scores, pixels, counts, k, levels, scratch, range);
+}
+#endif
+
 }  // namespace multimix
 
 #endif  // DALI_MULTIMIX_CSRC_MULTIMIX_SAMPLING_H_
