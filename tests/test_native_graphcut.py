@@ -163,6 +163,13 @@ def steps_case(rng, case, groups, k, n, labels, m=None):
     return unary, cost_v, cost_h
 
 
+def graph_by_graph(unary, cost_v, cost_h):
+    """solve_steps' labels (G, K, n, m) from native cuts of every (group, step) on its own."""
+    g, k, n, m, labels = unary.shape
+    return solve_batch(unary.reshape(g * k, n, m, labels), np.repeat(cost_v, k, 0),
+                       np.repeat(cost_h, k, 0), backend="native").reshape(g, k, n, m)
+
+
 @pytest.mark.parametrize("case", ["ascending", "descending", "equal", "unordered", "mixed", "ties",
                                   "edges"])
 @pytest.mark.parametrize("n, labels, k", [(2, 2, 3), (3, 3, 5), (4, 3, 5), (8, 3, 5), (16, 3, 5),
@@ -172,8 +179,7 @@ def test_nested_steps_give_the_labels_of_graph_by_graph_cuts(case, n, labels, k)
     unary, cost_v, cost_h = steps_case(rng, case, 12, k, n, labels)
     got = solve_steps(unary, cost_v, cost_h, backend="native", threads=2)
     assert got.shape == (12, k, n, n) and got.dtype == np.int64
-    each = solve_batch(unary.reshape(-1, n, n, labels), np.repeat(cost_v, k, 0),
-                       np.repeat(cost_h, k, 0), backend="native").reshape(12, k, n, n)
+    each = graph_by_graph(unary, cost_v, cost_h)
     if case == "ties" and labels == 4:
         # weights / (L-1)^2 = / 9 rounds: tied cuts may part by a rounding (PyMaxflow's too), so
         # only the energies are equal
@@ -293,7 +299,6 @@ def test_nested_steps_on_puzzle_mix_energies(seed):
     for block_num in (2, 4, 8, 16):
         unary, w_v, w_h = puzzle_energy_arrays(saliency, pm.pixels(x), partners, lam, block_num)
         nested = solve_steps(unary, w_v, w_h, backend="native")
-        each = solve_batch(unary.reshape(-1, block_num, block_num, 3), np.repeat(w_v, k, 0),
-                           np.repeat(w_h, k, 0), backend="native").reshape(nested.shape)
+        each = graph_by_graph(unary, w_v, w_h)
         np.testing.assert_array_equal(nested, each)
         assert (np.diff(nested, axis=1) >= 0).all()  # ascending lambdas: masks only lose own pixels
