@@ -7,6 +7,7 @@
 // multimix_graphcut); it needs neither DALI nor Python.
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <thread>
@@ -20,6 +21,7 @@
 #include "graphcut_grid.h"
 #include "multimix_philox.h"
 #include "multimix_sampling.h"
+#include "puzzle_energy.h"
 #include "puzzle_transport.h"
 
 namespace {
@@ -62,7 +64,7 @@ bool FmixSizeOk(int32_t h, int32_t w) { return h >= 1 && w >= 1 && h <= 65535 &&
 extern "C" {
 
 // The version of this ABI (the Python side refuses another).
-int mm_graphcut_abi_version(void) { return 5; }
+int mm_graphcut_abi_version(void) { return 6; }
 
 // graphs grids of n x m blocks, L labels: unary (graphs, n, m, L), cost_v (graphs, n-1, m),
 // cost_h (graphs, n, m-1), C-contiguous float64, finite, weights >= 0 (the caller checks);
@@ -98,6 +100,85 @@ int mm_graphcut_solve_steps(const double *unary, const double *cost_v, const dou
     multimix_graphcut::SolveSteps(unary + g * su, cost_v + g * sv, cost_h + g * sh, steps, n, m,
                                   L, labels + g * sl, scratch);
   });
+  return 0;
+}
+
+// Puzzle Mix's masks of a batch from its inputs (puzzle_energy.h: the energies of
+// dali_multimix/torch/puzzle.py:puzzle_energy_arrays, bit for bit; then SolveSteps on each
+// sample's K steps). s_own (batch, n, n) float32: the normalised block saliency; pixels (batch,
+// C, side, side) float32 on the [0, 1] scale; partners (batch) int64; prior (batch, steps, L) and
+// t_grid (L) float64; neigh: the pooled neighbourhood (divides side / n); scale, beta_n: the
+// border term's weights as float32. Writes the labels (batch, steps, n, n) int32 when `labels` is
+// not null, and the energies (unary (batch, steps, n, n, L), cost_v (batch, n-1, n), cost_h
+// (batch, n, n-1) float64) when `unary` is not null (cost_v, cost_h then too). Returns 0; -1 for
+// sizes out of range or a partner outside [0, batch) (nothing written); -2 when a sample's
+// energies are not finite (*bad_sample: the first such sample; no labels for it).
+int mm_puzzle_masks(const float *s_own, const float *pixels, const int64_t *partners,
+                    const double *prior, const double *t_grid, int64_t batch, int32_t steps,
+                    int32_t channels, int32_t side, int32_t block_num, int32_t neigh, int32_t L,
+                    float scale, float beta_n, int32_t threads, int32_t *labels, double *unary,
+                    double *cost_v, double *cost_h, int64_t *bad_sample) {
+  if (batch < 0 || steps < 1 || steps > 4096 || channels < 1 ||
+      channels > multimix_graphcut::kPuzzleMaxChannels || block_num < 1 || neigh < 1 ||
+      side % block_num != 0 || (side / block_num) % neigh != 0 || side > 65536 ||
+      !SizesOk(block_num, block_num, L))
+    return -1;
+  if (unary && (!cost_v || !cost_h)) return -1;
+  for (int64_t i = 0; i < batch; i++)
+    if (partners[i] < 0 || partners[i] >= batch) return -1;
+  if (batch == 0) return 0;
+  const multimix_graphcut::PuzzleEnergyShape shape{channels, side / neigh, block_num, L, steps,
+                                                  scale, beta_n};
+  const int n = block_num, P = shape.pooled;
+  const int64_t pool_size = static_cast<int64_t>(channels) * P * P, image = pool_size * neigh * neigh;
+  std::vector<float> pools(static_cast<size_t>(batch * pool_size));
+  ForEachItem<int>(batch, threads, [&](int64_t i, int &) {
+    multimix_graphcut::AvgPoolPlanes(pixels + i * image, channels, side, side, neigh, neigh,
+                                     &pools[i * pool_size]);
+  });
+  const int64_t cells = static_cast<int64_t>(n) * n, su = steps * cells * L, sv = (n - 1) * n;
+  std::atomic<int64_t> first_bad{batch};
+  ForEachItem<multimix_graphcut::PuzzleEnergyScratch>(batch, threads, [&](int64_t i, auto &s) {
+    double *u = unary ? unary + i * su : nullptr, *wv = unary ? cost_v + i * sv : nullptr,
+           *wh = unary ? cost_h + i * sv : nullptr;
+    if (!u) {
+      s.unary.resize(su);
+      s.cost_v.resize(sv);
+      s.cost_h.resize(sv);
+      u = s.unary.data(), wv = s.cost_v.data(), wh = s.cost_h.data();
+    }
+    const int64_t j = partners[i];
+    multimix_graphcut::PuzzleSampleEnergy(&pools[i * pool_size], &pools[j * pool_size],
+                                          s_own + i * cells, s_own + j * cells, prior + i * steps * L,
+                                          t_grid, shape, u, wv, wh, s);
+    bool finite = true;
+    for (int64_t v = 0; v < su; v++) finite = finite && std::isfinite(u[v]);
+    for (int64_t v = 0; v < sv; v++) finite = finite && std::isfinite(wv[v]) && std::isfinite(wh[v]);
+    if (!finite) {
+      for (int64_t b = first_bad.load(); i < b && !first_bad.compare_exchange_weak(b, i);) {}
+      return;
+    }
+    if (labels)
+      multimix_graphcut::SolveSteps(u, wv, wh, steps, n, n, L, labels + i * steps * cells, s.grid);
+  });
+  if (first_bad.load() < batch) {
+    if (bad_sample) *bad_sample = first_bad.load();
+    return -2;
+  }
+  return 0;
+}
+
+// torch's CPU avg_pool2d of `planes` planes (h, w) float32 by kh x kw windows (puzzle_energy.h
+// AvgPoolPlanes, the same numbers bit for bit): out (planes, h / kh, w / kw). Returns 0, or -1
+// for sizes out of range (nothing written).
+int mm_avg_pool(const float *x, int64_t planes, int32_t h, int32_t w, int32_t kh, int32_t kw,
+                float *out) {
+  if (planes < 0 || h < 1 || w < 1 || kh < 1 || kw < 1 || kh > h || kw > w || h > 65536 ||
+      w > 65536)
+    return -1;
+  for (int64_t p = 0; p < planes; p++)
+    multimix_graphcut::AvgPoolPlanes(x + p * h * w, 1, h, w, kh, kw,
+                                     out + p * (h / kh) * (w / kw));
   return 0;
 }
 

@@ -8,10 +8,12 @@
 // with nested cuts: where the linear costs of two steps are ordered bit by bit, the minimal
 // sink set of the cheaper one contains that of the other (Gallo, Grigoriadis, Tarjan, "A fast
 // parametric maximum flow algorithm", SIAM J. Comput. 1989; below: the proof for this energy), so
-// each step after the first is cut on the bits its neighbours leave open, with the settled bits
-// folded into terminal capacities. Same labels as SolveGrid step by step.
+// the steps are bisected: each bit is open only between the steps that settled it, and every
+// level of the bisection is one max-flow over the open bits, warm started from the level
+// before. Same labels as SolveGrid step by step.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -85,39 +87,25 @@ inline void EnsureTopology(int n, int m, int L, MaxFlow &flow) {
   flow.shape[0] = n; flow.shape[1] = m; flow.shape[2] = L;
 }
 
-// One cut of the bit graph: `linear` and `infinite` from LinearCosts. fixed (nodes x bits, or
-// null): 1 for a bit known to be 1 (sink side), -1 known 0 (source side), 0 open; the arcs
-// between an open and a settled bit become terminal capacities of the open one (an arc u -> v
-// is cut iff u is on the source side and v on the sink side). Writes in_sink (nodes x bits).
-inline void CutBits(const double *linear, double infinite, const double *cost_v,
-                    const double *cost_h, int n, int m, int L, const int8_t *fixed,
-                    uint8_t *in_sink, MaxFlow &flow) {
+// Builds the bit graph of one energy in `flow`: `linear` and `infinite` from LinearCosts.
+inline void BuildBits(const double *linear, double infinite, const double *cost_v,
+                      const double *cost_h, int n, int m, int L, MaxFlow &flow) {
   const int bits = L - 1, nodes = n * m;
   EnsureTopology(n, m, L, flow);
   flow.Reset();
   for (int v = 0; v < nodes * bits; v++) {
-    if (fixed && fixed[v]) continue;
     double c = linear[v];
     flow.AddTerminal(v, c > 0 ? c : 0.0, c < 0 ? -c : 0.0);
   }
-  // the arc u -> v of capacity cap, pair `pair`
-  auto arc = [&](int pair, int u, int v, double cap) {
-    const int fu = fixed ? fixed[u] : 0, fv = fixed ? fixed[v] : 0;
-    if (!fu && !fv) flow.SetArcPair(pair, cap, 0.0);
-    else if (!fu && fv > 0) flow.AddTerminal(u, 0.0, cap);   // cut iff u is on the source side
-    else if (fu < 0 && !fv) flow.AddTerminal(v, cap, 0.0);   // cut iff v is on the sink side
-  };
   // x_b >= x_(b+1): the chain arcs are infinite; [x_pb = 1][x_qc = 0]: arc q_c -> p_b of 2 w (no
-  // arc where w is 0: the pair keeps capacity 0)
+  // arc where w is 0: the pair keeps capacity 0); an arc u -> v is cut iff u is on the source
+  // side and v on the sink side
   int pair = 0;
-  ForEachArcPair(n, m, L, [&](int u, int v, int e) {
+  ForEachArcPair(n, m, L, [&](int, int, int e) {
     const double cap = e < 0 ? infinite : 2.0 * EdgeWeight(cost_v, cost_h, n, m, L, e);
-    if (cap > 0) arc(pair, u, v, cap);
+    if (cap > 0) flow.SetArcPair(pair, cap, 0.0);
     pair++;
   });
-  flow.Solve();
-  for (int v = 0; v < nodes * bits; v++)
-    in_sink[v] = fixed && fixed[v] ? fixed[v] > 0 : flow.InSink(v);
 }
 
 inline void LabelsFromBits(const uint8_t *in_sink, int nodes, int bits, int32_t *labels) {
@@ -132,8 +120,7 @@ inline void LabelsFromBits(const uint8_t *in_sink, int nodes, int bits, int32_t 
 struct GridScratch {
   std::vector<double> linear, infinite;
   std::vector<uint8_t> in_sink;
-  std::vector<int8_t> fixed;
-  std::vector<int> order;
+  std::vector<int> order, lo, hi;
   MaxFlow flow;
 };
 
@@ -146,7 +133,9 @@ inline void SolveGrid(const double *unary, const double *cost_v, const double *c
   s.linear.resize(size);
   s.in_sink.resize(size);
   const double infinite = LinearCosts(unary, cost_v, cost_h, n, m, L, s.linear.data());
-  CutBits(s.linear.data(), infinite, cost_v, cost_h, n, m, L, nullptr, s.in_sink.data(), s.flow);
+  BuildBits(s.linear.data(), infinite, cost_v, cost_h, n, m, L, s.flow);
+  s.flow.Solve();
+  for (int v = 0; v < size; v++) s.in_sink[v] = s.flow.InSink(v);
   LabelsFromBits(s.in_sink.data(), n * m, L - 1, labels);
 }
 
@@ -159,24 +148,61 @@ inline void SolveGrid(const double *unary, const double *cost_v, const double *c
 // bits outside B are known to be 0. Settling them and cutting the rest gives the least minimiser
 // of the restricted problem, which is the unrestricted one itself (it obeys the restriction, and
 // the minimisers are closed under intersection).
+//
+// Why the flow of a level carries over: after a cut of sink set T, an arc u -> v from outside T
+// into T is saturated and an arc from T out of it carries no flow (each pair has capacity in one
+// direction only). The next level cuts T and its complement apart, the bits outside settled to 0
+// for the steps inside, those inside to 1 for the steps outside: the saturated arc becomes the
+// terminal capacity of its open end, used in full by the same flow, and the other arc vanishes
+// with no flow on it. So the flow, with the arcs between the parts dropped and each open bit's
+// terminal capacity moved by the change of its linear cost, is a flow of the next level's graph,
+// and the max-flow goes on from it.
 
-// Solves positions [lo, hi] of `order` (steps whose sink sets grow along it); below / above: the
-// positions just outside whose sink sets are known (-1: none).
-inline void SolveNested(const double *cost_v, const double *cost_h, int n, int m, int L, int lo,
-                        int hi, int below, int above, GridScratch &s) {
-  if (lo > hi) return;
-  const int size = n * m * (L - 1), mid = (lo + hi) / 2, step = s.order[mid];
-  int8_t *fixed = nullptr;
-  if (below >= 0 || above >= 0) {
-    const uint8_t *sub = below >= 0 ? &s.in_sink[static_cast<size_t>(s.order[below]) * size] : nullptr;
-    const uint8_t *sup = above >= 0 ? &s.in_sink[static_cast<size_t>(s.order[above]) * size] : nullptr;
-    fixed = s.fixed.data();
-    for (int v = 0; v < size; v++) fixed[v] = sub && sub[v] ? 1 : (sup && !sup[v] ? -1 : 0);
+// Solves positions 0 .. R-1 of `order` (steps whose sink sets grow along it): a bisection over
+// the positions in which every bit keeps the interval [lo, hi] of positions it is still open for
+// (its sink membership is settled below lo, 0, and above hi, 1); each level cuts every open bit
+// for the middle of its interval, the bits of one interval joined, those of different intervals
+// apart.
+inline void SolveLevels(const double *cost_v, const double *cost_h, int n, int m, int L, int R,
+                        GridScratch &s) {
+  const int size = n * m * (L - 1);
+  // one capacity for infinity at every level: the largest of the steps'
+  double infinite = s.infinite[s.order[0]];
+  for (int r = 1; r < R; r++) infinite = std::max(infinite, s.infinite[s.order[r]]);
+  auto linear = [&](int pos) { return &s.linear[static_cast<size_t>(s.order[pos]) * size]; };
+  auto in_sink = [&](int pos) { return &s.in_sink[static_cast<size_t>(s.order[pos]) * size]; };
+  s.lo.assign(size, 0);
+  s.hi.assign(size, R - 1);
+  int *lo = s.lo.data(), *hi = s.hi.data();
+  MaxFlow &flow = s.flow;
+  BuildBits(linear((R - 1) / 2), infinite, cost_v, cost_h, n, m, L, flow);
+  while (true) {
+    flow.Solve();
+    bool open = false;
+    for (int v = 0; v < size; v++) {
+      if (lo[v] > hi[v]) continue;
+      const int mid = (lo[v] + hi[v]) / 2;
+      if (flow.InSink(v)) {  // 1 from mid on
+        for (int r = mid; r <= hi[v]; r++) in_sink(r)[v] = 1;
+        hi[v] = mid - 1;
+      } else {  // 0 up to mid
+        for (int r = lo[v]; r <= mid; r++) in_sink(r)[v] = 0;
+        lo[v] = mid + 1;
+      }
+      if (lo[v] <= hi[v]) {
+        open = true;
+        flow.ShiftTerminal(v, linear((lo[v] + hi[v]) / 2)[v] - linear(mid)[v]);
+      } else {
+        flow.SetTerminal(v, 0.0);
+      }
+    }
+    if (!open) break;
+    for (int p = 0, pairs = flow.Pairs(); p < pairs; p++) {
+      const int u = flow.PairTail(p), v = flow.PairHead(p);
+      if (lo[u] > hi[u] || lo[u] != lo[v] || hi[u] != hi[v]) flow.SetArcPair(p, 0.0, 0.0);
+    }
+    flow.ClearTrees();
   }
-  CutBits(&s.linear[static_cast<size_t>(step) * size], s.infinite[step], cost_v, cost_h, n, m, L,
-          fixed, &s.in_sink[static_cast<size_t>(step) * size], s.flow);
-  SolveNested(cost_v, cost_h, n, m, L, lo, mid - 1, below, mid, s);
-  SolveNested(cost_v, cost_h, n, m, L, mid + 1, hi, mid, above, s);
 }
 
 // The K graphs of one sample: unary (K, n, m, L) and the shared cost_v (n-1, m), cost_h (n, m-1);
@@ -189,7 +215,6 @@ inline void SolveSteps(const double *unary, const double *cost_v, const double *
   s.linear.resize(static_cast<size_t>(K) * size);
   s.in_sink.resize(static_cast<size_t>(K) * size);
   s.infinite.resize(K);
-  s.fixed.resize(size);
   for (int k = 0; k < K; k++)
     s.infinite[k] = LinearCosts(unary + static_cast<size_t>(k) * n * m * L, cost_v, cost_h, n, m, L,
                                 &s.linear[static_cast<size_t>(k) * size]);
@@ -213,7 +238,7 @@ inline void SolveSteps(const double *unary, const double *cost_v, const double *
     }
     s.order.clear();
     for (int k = first; k <= last; k++) s.order.push_back(dir >= 0 ? k : first + last - k);
-    SolveNested(cost_v, cost_h, n, m, L, 0, last - first, -1, -1, s);
+    SolveLevels(cost_v, cost_h, n, m, L, last - first + 1, s);
     first = last + 1;
   }
   for (int k = 0; k < K; k++)

@@ -75,6 +75,25 @@ class MaxFlow {
     flow_ = 0.0;
   }
 
+  // Clears the search trees and keeps the flow (the residual capacities): a warm start of the
+  // next Solve() after terminal or arc capacities changed (Kohli, Torr, "Dynamic graph cuts",
+  // PAMI 2007; the trees are grown afresh).
+  void ClearTrees() {
+    std::fill(parent_.begin(), parent_.end(), kNone);
+    std::fill(sink_.begin(), sink_.end(), 0);
+    std::fill(ts_.begin(), ts_.end(), 0);
+    std::fill(dist_.begin(), dist_.end(), 0);
+    std::fill(queued_.begin(), queued_.end(), 0);
+  }
+
+  int Pairs() const { return static_cast<int>(tail_.size()); }
+  int PairTail(int p) const { return tail_[p]; }
+  int PairHead(int p) const { return pair_head_[p]; }
+
+  // The residual terminal capacity of i (source minus sink): add d to it; set it to v.
+  void ShiftTerminal(int i, double d) { tr_[i] += d; }
+  void SetTerminal(int i, double v) { tr_[i] = v; }
+
   // Terminal capacities: source -> i `source`, i -> sink `sink` (only the difference matters).
   void AddTerminal(int i, double source, double sink) {
     double d = tr_[i];
@@ -83,7 +102,7 @@ class MaxFlow {
     tr_[i] = source - sink;
   }
 
-  // Capacities of pair p: its arc i -> j `cap`, j -> i `rev`.
+  // Capacities of pair p: its arc i -> j `cap`, j -> i `rev` (residual ones after a Solve()).
   void SetArcPair(int p, double cap, double rev) {
     Arc &f = arc_[forward_[p]], &r = arc_[f.sister];
     f.cap = r.rcap = cap;

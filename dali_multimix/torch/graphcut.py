@@ -172,7 +172,7 @@ def solve_swap(e: GridEnergy, max_int: int = 2 ** 26, *, scale: Optional[float] 
 
 # ------------------------------------------------------------------ the native batched solver
 
-_NATIVE_ABI = 5
+_NATIVE_ABI = 6
 _NATIVE_NAME = "libmultimix_graphcut.so"
 _NATIVE: dict = {}
 
@@ -203,6 +203,12 @@ def native_library() -> Optional[ctypes.CDLL]:
             lib.mm_graphcut_solve.restype = ctypes.c_int
             lib.mm_graphcut_solve_steps.argtypes = [dp, dp, dp, i64, i32, i32, i32, i32, i32, dp]
             lib.mm_graphcut_solve_steps.restype = ctypes.c_int
+            f32 = ctypes.c_float
+            lib.mm_puzzle_masks.argtypes = [dp, dp, dp, dp, dp, i64, i32, i32, i32, i32, i32, i32,
+                                            f32, f32, i32, dp, dp, dp, dp, dp]
+            lib.mm_puzzle_masks.restype = ctypes.c_int
+            lib.mm_avg_pool.argtypes = [dp, i64, i32, i32, i32, i32, dp]
+            lib.mm_avg_pool.restype = ctypes.c_int
             lib.mm_puzzle_transport.argtypes = [dp, dp, i64, i32, ctypes.c_float, i32, dp]
             lib.mm_puzzle_transport.restype = ctypes.c_int
             lib.mm_stream_read_write.argtypes = [dp, i64, dp, i64, i32]
@@ -307,7 +313,8 @@ def solve_steps(unary, cost_v, cost_h, *, backend: str = "auto", threads: int = 
     The labels are those of :func:`solve_batch` on every (group, step). Natively, consecutive
     steps whose bit costs are ordered (Puzzle Mix's priors for ascending lambdas) are cut nested:
     the sink set of the cheaper step contains the other's (Gallo, Grigoriadis, Tarjan 1989), so
-    each later cut only decides the bits its neighbouring steps leave open (csrc/graphcut_grid.h
+    the steps are bisected, each bit open only between the steps that settled it, and each level
+    of the bisection is one max-flow warm started from the level before (csrc/graphcut_grid.h
     SolveSteps). backend and threads as :func:`solve_batch` (threads over groups)."""
     lib = _native_for("solve_steps", backend, threads)
     unary, cost_v, cost_h = _check_energies("solve_steps", unary, cost_v, cost_h, steps=True)

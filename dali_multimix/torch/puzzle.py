@@ -45,6 +45,7 @@ The defaults are those of the original CIFAR-100 setting: n_labels 3, beta 1.2, 
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
@@ -58,12 +59,13 @@ import torch
 import torch.nn.functional as F
 
 from .. import sampling
-from .graphcut import NATIVE_TRANSPORT_MAX_SIDE, GridEnergy, native_available, solve_steps, \
-    solve_exact, solve_native, solve_swap, swap_scale, transport_native
+from .graphcut import NATIVE_TRANSPORT_MAX_SIDE, GridEnergy, native_available, native_library, \
+    solve_steps, solve_exact, solve_native, solve_swap, swap_scale, transport_native
 from .mixing import MAX_K
 
-#: "exact": the optimum, natively (graphcut.solve_steps, all graphs of a batch in one call over
-#: threads) when libmultimix_graphcut.so is built, else PyMaxflow; "native" / "maxflow": that
+#: "exact": the optimum, natively (the energies and cuts of all graphs of a batch in one call over
+#: threads: puzzle_masks_native, or graphcut.solve_steps on the torch energies of CUDA tensors)
+#: when libmultimix_graphcut.so is built, else PyMaxflow; "native" / "maxflow": that
 #: implementation of the same optimum only; "swap": gco's alpha-beta swap (the original's solver)
 SOLVERS = {"exact": solve_exact, "swap": solve_swap, "native": solve_native, "maxflow": solve_exact}
 #: the largest transport grid (cells per side) built from t_size-pixel cells; the original's
@@ -222,6 +224,11 @@ def block_saliency(saliency: torch.Tensor, cells: int) -> torch.Tensor:
     """(B, H, W) saliency averaged over a cells x cells grid and normalised to sum 1 per image:
     (B, cells, cells)."""
     pooled = F.avg_pool2d(saliency[:, None], saliency.shape[-1] // cells)[:, 0]
+    return _sum_to_one(pooled)
+
+
+def _sum_to_one(pooled: torch.Tensor) -> torch.Tensor:
+    """(B, n, n) block saliency divided by its sum per image (at least 1e-12)."""
     return pooled / pooled.flatten(1).sum(1).clamp_min(1e-12)[:, None, None]
 
 
@@ -273,20 +280,32 @@ def puzzle_energy_arrays(saliency: torch.Tensor, pixels: torch.Tensor, partners:
         cost_partner[second] += (t[0, 1] + t[1, 1]) / 2
         weights.append(((t[0, 1] + t[1, 0] - t[0, 0] - t[1, 1]) / 2 + beta_n).clamp_min(0))
     w_v, w_h = (w.double().cpu().numpy() for w in weights)
-    t_grid = torch.from_numpy(np.linspace(0, 1, n_labels))
+    t_grid = torch.from_numpy(label_grid(n_labels))
     c_own, c_partner = cost_own.cpu().double(), cost_partner.cpu().double()
     # (1 - t) * c_own + t * c_partner per label t, elementwise in float64: (B, n, n, L)
     base = (1 - t_grid) * c_own[..., None] + t_grid * c_partner[..., None]
-    # the prior per distinct lambda, computed as the original: the pmf in Python floats, then
-    # eta * -log(pmf + 1e-8) / n^2 in float64 (elementwise, so one array for all lambdas)
-    lams = lambdas.detach().cpu().double().numpy()
-    distinct, index = np.unique(lams, return_inverse=True)
-    pmf = np.array([[comb(n_labels - 1, l) * lam ** l * (1 - lam) ** (n_labels - 1 - l)
-                     for l in range(n_labels)] for lam in distinct.tolist()],
-                   dtype=np.float64).reshape(len(distinct), n_labels)
-    prior = torch.from_numpy((eta * -np.log(pmf + 1e-8) / block_num ** 2)[index.reshape(lams.shape)])
+    prior = torch.from_numpy(label_prior(lambdas, block_num, n_labels, eta))
     unary = (base[:, None] + prior[:, :, None, None, :]).numpy()
     return unary, w_v, w_h
+
+
+def label_grid(n_labels: int) -> np.ndarray:
+    """The partner's share t_l = l / (n_labels - 1) of each label l, as the energies use it:
+    (n_labels,) float64 (np.linspace's numbers)."""
+    return np.linspace(0, 1, n_labels)
+
+
+def label_prior(lambdas: torch.Tensor, block_num: int, n_labels: int, eta: float) -> np.ndarray:
+    """The prior cost of each label for each (sample, step): eta * -log(Binomial(n_labels - 1,
+    lambda).pmf(l) + 1e-8) / n^2, (B, K, n_labels) float64 for lambdas (B, K), computed as the
+    original: the pmf in Python floats per distinct lambda, then the rest in float64."""
+    lams = lambdas.detach().cpu().double().numpy()
+    distinct, index = np.unique(lams, return_inverse=True)
+    last = n_labels - 1
+    terms = [(comb(last, l), l, last - l) for l in range(n_labels)]
+    pmf = np.array([[c * lam ** a * (1 - lam) ** b for c, a, b in terms] for lam in distinct.tolist()],
+                   dtype=np.float64).reshape(len(distinct), n_labels)
+    return (eta * -np.log(pmf + 1e-8) / block_num ** 2)[index.reshape(lams.shape)]
 
 
 def puzzle_energies(saliency: torch.Tensor, pixels: torch.Tensor, partners: torch.Tensor,
@@ -306,6 +325,103 @@ def puzzle_energies(saliency: torch.Tensor, pixels: torch.Tensor, partners: torc
                                            n_labels=n_labels, beta=beta, gamma=gamma, eta=eta,
                                            neigh_size=neigh_size)
     return [[GridEnergy(u, w_v[i], w_h[i]) for u in unary[i]] for i in range(unary.shape[0])]
+
+
+#: the channel counts whose energies the native library computes bit for bit as torch does
+#: (csrc/puzzle_energy.h; torch adds the channels of larger images in another order)
+NATIVE_ENERGY_MAX_CHANNELS = 4
+
+
+def native_energies_apply(saliency: torch.Tensor, pixels: torch.Tensor) -> bool:
+    """Whether :func:`puzzle_masks_native` takes these inputs: float32 CPU tensors, at most
+    :data:`NATIVE_ENERGY_MAX_CHANNELS` channels, and the native library built."""
+    return (saliency.device.type == "cpu" and pixels.device.type == "cpu"
+            and saliency.dtype == torch.float32 and pixels.dtype == torch.float32
+            and pixels.dim() == 4 and 1 <= pixels.shape[1] <= NATIVE_ENERGY_MAX_CHANNELS
+            and native_available())
+
+
+def _puzzle_native(who: str, saliency: torch.Tensor, pixels: torch.Tensor, partners: torch.Tensor,
+                   lambdas: torch.Tensor, block_num: int, n_labels: int, beta: float, gamma: float,
+                   eta: float, neigh_size: int, energies: bool, threads: int):
+    """One call of the native library's mm_puzzle_masks: the labels, or the energies."""
+    if not native_energies_apply(saliency, pixels):
+        raise ValueError(f"{who}: needs float32 CPU `saliency` and `pixels` with 1 to "
+                         f"{NATIVE_ENERGY_MAX_CHANNELS} channels and libmultimix_graphcut.so; got "
+                         f"{saliency.dtype} {saliency.device} and {pixels.dtype} {pixels.device} "
+                         f"{tuple(pixels.shape)} (use puzzle_energy_arrays)")
+    batch, channels, height, width = pixels.shape
+    if height != width or width % block_num != 0 or saliency.shape != (batch, height, width):
+        raise ValueError(f"{who}: `pixels` must be (B, C, H, H) with H divisible by block_num "
+                         f"{block_num} and `saliency` (B, H, H); got {tuple(pixels.shape)} and "
+                         f"{tuple(saliency.shape)}")
+    lambdas = torch.as_tensor(lambdas)
+    if lambdas.dim() != 2 or lambdas.shape[0] != batch or tuple(partners.shape) != (batch,):
+        raise ValueError(f"{who}: `lambdas` must be (B, K) and `partners` (B,) for B = {batch}; "
+                         f"got {tuple(lambdas.shape)} and {tuple(partners.shape)}")
+    lib = native_library()
+    block = width // block_num
+    neigh = neighbourhood_size(block, neigh_size)
+    beta_n = beta / block_num / 16
+    # block_saliency with the pooling in the library (bit for bit): torch would pool in parallel,
+    # and its OpenMP workers spin for ~10 ms after, taking a core from the cuts
+    sal = np.ascontiguousarray(saliency.detach().numpy())
+    pooled = np.empty((batch, block_num, block_num), np.float32)
+    if lib.mm_avg_pool(sal.ctypes.data, batch, height, width, block, block, pooled.ctypes.data):
+        raise ValueError(f"{who}: the library refused to pool saliency {tuple(saliency.shape)}")
+    s_own = np.ascontiguousarray(_sum_to_one(torch.from_numpy(pooled)).numpy())
+    pix = np.ascontiguousarray(pixels.detach().numpy())
+    mates = np.ascontiguousarray(partners.detach().cpu().numpy(), dtype=np.int64)
+    prior = np.ascontiguousarray(label_prior(lambdas, block_num, n_labels, eta))
+    t_grid = label_grid(n_labels)
+    steps = prior.shape[1]
+    labels = unary = cost_v = cost_h = None
+    if energies:
+        unary = np.empty((batch, steps, block_num, block_num, n_labels))
+        cost_v = np.empty((batch, block_num - 1, block_num))
+        cost_h = np.empty((batch, block_num, block_num - 1))
+    else:
+        labels = np.empty((batch, steps, block_num, block_num), np.int32)
+    address = lambda a: None if a is None else a.ctypes.data  # noqa: E731
+    bad = ctypes.c_int64(-1)
+    rc = lib.mm_puzzle_masks(s_own.ctypes.data, pix.ctypes.data, mates.ctypes.data, prior.ctypes.data,
+                             t_grid.ctypes.data, batch, steps, channels, width, block_num, neigh,
+                             n_labels, beta_n * gamma, beta_n, threads, address(labels),
+                             address(unary), address(cost_v), address(cost_h), ctypes.byref(bad))
+    if rc == -2:
+        raise ValueError(f"{who}: the energies of sample {bad.value} are not finite (non-finite "
+                         "saliency or pixels)")
+    if rc != 0:
+        raise ValueError(f"{who}: the native library refused these inputs: {batch} samples of "
+                         f"{channels} x {width} x {width}, block_num {block_num}, K {steps}, "
+                         f"n_labels {n_labels}, partners in [{mates.min(initial=0)}, "
+                         f"{mates.max(initial=0)}]")
+    return (unary, cost_v, cost_h) if energies else labels.astype(np.int64)
+
+
+def puzzle_masks_native(saliency: torch.Tensor, pixels: torch.Tensor, partners: torch.Tensor,
+                        lambdas: torch.Tensor, block_num: int, *, n_labels: int = 3,
+                        beta: float = 1.2, gamma: float = 0.5, eta: float = 0.2,
+                        neigh_size: int = 4, threads: int = 0) -> np.ndarray:
+    """The minimum-energy labels (B, K, n, n) int64 of every (sample, step) in one native call:
+    the energies of :func:`puzzle_energy_arrays` (bit for bit, computed per sample in C++) cut as
+    :func:`graphcut.solve_steps` cuts them, over `threads` threads (0: one per CPU), no torch op
+    but the block saliency. Inputs as :func:`puzzle_energies`, float32 CPU tensors with at most
+    :data:`NATIVE_ENERGY_MAX_CHANNELS` channels (:func:`native_energies_apply`)."""
+    return _puzzle_native("puzzle_masks_native", saliency, pixels, partners, lambdas, block_num,
+                          n_labels, beta, gamma, eta, neigh_size, False, threads)
+
+
+def puzzle_energy_arrays_native(saliency: torch.Tensor, pixels: torch.Tensor,
+                                partners: torch.Tensor, lambdas: torch.Tensor, block_num: int, *,
+                                n_labels: int = 3, beta: float = 1.2, gamma: float = 0.5,
+                                eta: float = 0.2, neigh_size: int = 4,
+                                threads: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`puzzle_energy_arrays` computed by the native library (the energies that
+    :func:`puzzle_masks_native` cuts): unary (B, K, n, n, L), cost_v (B, n-1, n), cost_h
+    (B, n, n-1) float64, equal bit for bit."""
+    return _puzzle_native("puzzle_energy_arrays_native", saliency, pixels, partners, lambdas,
+                          block_num, n_labels, beta, gamma, eta, neigh_size, True, threads)
 
 
 def cost_matrix(n: int) -> torch.Tensor:
@@ -548,7 +664,11 @@ class PuzzleMix:
         kw = dict(n_labels=self.n_labels, beta=self.beta, gamma=self.gamma, eta=self.eta,
                   neigh_size=self.neigh_size)
         native = self.solver == "native" or (self.solver == "exact" and native_available())
-        if native:  # every (sample, step) graph in one native call, threads without the GIL
+        if native and native_energies_apply(saliency, pixels):
+            # energies and cuts of every (sample, step) in one native call, threads without the GIL
+            labels = puzzle_masks_native(saliency, pixels, partners, lambdas, block_num, **kw)
+            return 1.0 - torch.from_numpy(labels).float() / (self.n_labels - 1)
+        if native:  # the energies in torch (CUDA tensors, > 4 channels), the cuts in one call
             unary, w_v, w_h = puzzle_energy_arrays(saliency, pixels, partners, lambdas, block_num, **kw)
             labels = torch.from_numpy(solve_steps(unary, w_v, w_h, backend="native")).float()
             return 1.0 - labels / (self.n_labels - 1)
