@@ -72,8 +72,10 @@ def main() -> None:
              "Mask time per batch (energies + graph cuts for every sample and step), ms. "
              "`maxflow` is the PyMaxflow exact path (graph by graph, worker processes when "
              "workers > 1; its energies now come from the same vectorised code as native's, so it "
-             "is faster than the pre-issue path); `native` the C++ batched solver (threads; the K steps of a "
-             "sample cut nested, graphcut.solve_steps). The limit column is the "
+             "is faster than the pre-issue path); `native` the library's batched path: the energies "
+             "(csrc/puzzle_energy.h, the torch code's numbers bit for bit) and the cuts (the K steps "
+             "of a sample cut nested, each level of the bisection one warm-started max-flow) in one "
+             "call over threads (puzzle.puzzle_masks_native). The limit column is the "
              "speed-up of native over the best maxflow row at K=5 (goal >= 10x at 16 blocks).", "",
              "| blocks per side | solver | workers / threads | K=1 | K=3 | K=5 | maxflow best / this, K=5 |",
              "|---|---|---|---|---|---|---|"]
