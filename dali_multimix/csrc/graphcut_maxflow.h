@@ -65,12 +65,8 @@ class MaxFlow {
 
   // Starts a graph on the topology: no flow, no terminal capacities, every arc capacity 0.
   void Reset() {
-    std::fill(parent_.begin(), parent_.end(), kNone);
-    std::fill(sink_.begin(), sink_.end(), 0);
+    ClearTrees();
     std::fill(tr_.begin(), tr_.end(), 0.0);
-    std::fill(ts_.begin(), ts_.end(), 0);
-    std::fill(dist_.begin(), dist_.end(), 0);
-    std::fill(queued_.begin(), queued_.end(), 0);
     for (Arc &a : arc_) a.cap = a.rcap = 0.0;
     flow_ = 0.0;
   }
