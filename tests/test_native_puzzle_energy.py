@@ -12,8 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from dali_multimix.torch.graphcut import native_available, native_library, solve_steps
-from dali_multimix.torch.puzzle import (PuzzleMix, native_energies_apply, puzzle_energy_arrays,
-                                        puzzle_energy_arrays_native, puzzle_masks_native)
+from math import comb
+
+from dali_multimix.torch.puzzle import (PuzzleMix, label_prior, native_energies_apply,
+                                        puzzle_energy_arrays, puzzle_energy_arrays_native,
+                                        puzzle_masks_native)
 
 pytestmark = pytest.mark.skipif(not native_available(), reason="libmultimix_graphcut.so not built")
 
@@ -72,6 +75,20 @@ def test_native_masks_are_the_cuts_of_those_energies(block_num, n_labels):
     np.testing.assert_array_equal(
         puzzle_masks_native(*few, block_num, n_labels=n_labels),
         solve_steps(*puzzle_energy_arrays(*few, block_num, n_labels=n_labels), backend="maxflow"))
+
+
+@pytest.mark.parametrize("n_labels", [2, 3, 4, 7, 16])
+def test_label_prior_is_the_originals_python_arithmetic(n_labels):
+    """The pmf from the library (libm's pow, as Python's **) is the original's Python-float pmf."""
+    rng = np.random.default_rng(n_labels)
+    lams = np.concatenate((rng.random(4000), rng.random(200) ** 9, 1 - rng.random(200) ** 9,
+                           [0.0, 1.0, 0.5, 1e-300, 1 - 2 ** -53]))
+    last = n_labels - 1
+    pmf = np.array([[comb(last, l) * lam ** l * (1 - lam) ** (last - l) for l in range(n_labels)]
+                    for lam in lams.tolist()])
+    want = 0.2 * -np.log(pmf + 1e-8) / 8 ** 2
+    got = label_prior(torch.from_numpy(lams.reshape(-1, 1)), 8, n_labels, 0.2)
+    np.testing.assert_array_equal(got[:, 0], want)
 
 
 @pytest.mark.parametrize("side, block", [(32, 16), (32, 8), (32, 2), (28, 14), (28, 4), (224, 14),

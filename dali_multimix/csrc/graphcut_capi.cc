@@ -168,6 +168,19 @@ int mm_puzzle_masks(const float *s_own, const float *pixels, const int64_t *part
   return 0;
 }
 
+// The binomial pmf of Puzzle Mix's label prior as the original computes it in Python floats:
+// out (count, L) [l] = combs[l] * lambdas[i] ** l * (1 - lambdas[i]) ** (L - 1 - l), with libm's
+// pow, which Python's ** calls (combs: float(comb(L - 1, l)), as Python converts the int).
+void mm_binomial_pmf(const double *lambdas, int64_t count, int32_t L, const double *combs,
+                     double *out) {
+  for (int64_t i = 0; i < count; i++) {
+    const double lam = lambdas[i];
+    for (int l = 0; l < L; l++)
+      out[i * L + l] = combs[l] * std::pow(lam, static_cast<double>(l)) *
+                       std::pow(1 - lam, static_cast<double>(L - 1 - l));
+  }
+}
+
 // torch's CPU avg_pool2d of `planes` planes (h, w) float32 by kh x kw windows (puzzle_energy.h
 // AvgPoolPlanes, the same numbers bit for bit): out (planes, h / kh, w / kw). Returns 0, or -1
 // for sizes out of range (nothing written).

@@ -207,6 +207,8 @@ def native_library() -> Optional[ctypes.CDLL]:
             lib.mm_puzzle_masks.argtypes = [dp, dp, dp, dp, dp, i64, i32, i32, i32, i32, i32, i32,
                                             f32, f32, i32, dp, dp, dp, dp, dp]
             lib.mm_puzzle_masks.restype = ctypes.c_int
+            lib.mm_binomial_pmf.argtypes = [dp, i64, i32, dp, dp]
+            lib.mm_binomial_pmf.restype = None
             lib.mm_avg_pool.argtypes = [dp, i64, i32, i32, i32, i32, dp]
             lib.mm_avg_pool.restype = ctypes.c_int
             lib.mm_puzzle_transport.argtypes = [dp, dp, i64, i32, ctypes.c_float, i32, dp]

@@ -298,13 +298,21 @@ def label_grid(n_labels: int) -> np.ndarray:
 def label_prior(lambdas: torch.Tensor, block_num: int, n_labels: int, eta: float) -> np.ndarray:
     """The prior cost of each label for each (sample, step): eta * -log(Binomial(n_labels - 1,
     lambda).pmf(l) + 1e-8) / n^2, (B, K, n_labels) float64 for lambdas (B, K), computed as the
-    original: the pmf in Python floats per distinct lambda, then the rest in float64."""
+    original: the pmf in Python floats per distinct lambda (in the native library when it is
+    built: the same libm pow that Python's ** calls, the same numbers), then the rest in float64."""
     lams = lambdas.detach().cpu().double().numpy()
     distinct, index = np.unique(lams, return_inverse=True)
     last = n_labels - 1
-    terms = [(comb(last, l), l, last - l) for l in range(n_labels)]
-    pmf = np.array([[c * lam ** a * (1 - lam) ** b for c, a, b in terms] for lam in distinct.tolist()],
-                   dtype=np.float64).reshape(len(distinct), n_labels)
+    lib = native_library()
+    if lib is not None:
+        combs = np.array([float(comb(last, l)) for l in range(n_labels)])
+        pmf = np.empty((len(distinct), n_labels))
+        lib.mm_binomial_pmf(distinct.ctypes.data, len(distinct), n_labels, combs.ctypes.data,
+                            pmf.ctypes.data)
+    else:
+        terms = [(comb(last, l), l, last - l) for l in range(n_labels)]
+        pmf = np.array([[c * lam ** a * (1 - lam) ** b for c, a, b in terms]
+                        for lam in distinct.tolist()], dtype=np.float64).reshape(len(distinct), n_labels)
     return (eta * -np.log(pmf + 1e-8) / block_num ** 2)[index.reshape(lams.shape)]
 
 
@@ -667,7 +675,8 @@ class PuzzleMix:
         if native and native_energies_apply(saliency, pixels):
             # energies and cuts of every (sample, step) in one native call, threads without the GIL
             labels = puzzle_masks_native(saliency, pixels, partners, lambdas, block_num, **kw)
-            return 1.0 - torch.from_numpy(labels).float() / (self.n_labels - 1)
+            # torch's float32 arithmetic below, in numpy: no parallel torch op before the transport
+            return torch.from_numpy(1.0 - labels.astype(np.float32) / np.float32(self.n_labels - 1))
         if native:  # the energies in torch (CUDA tensors, > 4 channels), the cuts in one call
             unary, w_v, w_h = puzzle_energy_arrays(saliency, pixels, partners, lambdas, block_num, **kw)
             labels = torch.from_numpy(solve_steps(unary, w_v, w_h, backend="native")).float()
