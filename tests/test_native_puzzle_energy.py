@@ -146,3 +146,40 @@ def test_bad_inputs_are_refused(change, message):
     args = change(*puzzle_inputs(6, 6, 3, 32, 2))
     with pytest.raises(ValueError, match=message):
         puzzle_masks_native(*args, 4)
+
+
+TEAM_SCRIPT = """
+import hashlib, sys
+import numpy as np, torch
+from dali_multimix.torch.graphcut import _torch_openmp_parallel, transport_native
+from dali_multimix.torch.puzzle import puzzle_masks_native
+rng = np.random.default_rng(0)
+sal = torch.from_numpy(rng.random((40, 32, 32), dtype=np.float32))
+pix = torch.from_numpy(rng.random((40, 3, 32, 32), dtype=np.float32))
+lam = torch.from_numpy(np.sort(rng.random((40, 5)), 1))
+labels = puzzle_masks_native(sal, pix, torch.from_numpy(rng.permutation(40)), lam, 8, threads=int(sys.argv[1]))
+source = transport_native((labels[:, 2] < 2).astype(np.float32), rng.random((40, 8, 8), dtype=np.float32), 0.8,
+                          threads=int(sys.argv[1]))
+print(_torch_openmp_parallel() is not None, hashlib.sha256(labels.tobytes() + source.tobytes()).hexdigest())
+"""
+
+
+def test_openmp_team_and_own_threads_give_the_same_results(tmp_path):
+    """The library's threads run as torch's OpenMP team where torch has one (no new threads beside
+    its spinning ones), else as std::threads; a team with fewer members than asked for (the
+    runtime's thread limit) still does every item: the same labels and transport every way."""
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "team.py"
+    script.write_text(TEAM_SCRIPT)
+    runs = {}
+    for name, env, threads in [("team", {}, "2"), ("team of 1", {"OMP_THREAD_LIMIT": "1"}, "4"),
+                               ("std::threads", {"DALI_MULTIMIX_NO_OPENMP_TEAM": "1"}, "3"),
+                               ("one thread", {"DALI_MULTIMIX_NO_OPENMP_TEAM": "1"}, "1")]:
+        out = subprocess.run([sys.executable, str(script), threads], capture_output=True, text=True,
+                             env={**os.environ, **env}, timeout=300, check=True).stdout.split()
+        runs[name] = out
+    if "parallel backend: OpenMP" in torch.__config__.parallel_info() and sys.platform == "linux":
+        assert runs["team"][0] == "True" and runs["std::threads"][0] == "False"
+    assert len({digest for _, digest in runs.values()}) == 1, runs

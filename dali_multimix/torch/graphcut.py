@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,8 +227,36 @@ def native_library() -> Optional[ctypes.CDLL]:
             lib.mm_fmix_map.restype = ctypes.c_int32
             lib.mm_standard_normals.argtypes = [u64, u64, u64, i32, i64, dp]
             lib.mm_standard_normals.restype = None
+            lib.mm_use_openmp_team.argtypes = [dp]
+            lib.mm_use_openmp_team.restype = None
+            lib.mm_use_openmp_team(_torch_openmp_parallel())
         _NATIVE["lib"] = lib
     return _NATIVE["lib"]
+
+
+def _torch_openmp_parallel() -> Optional[int]:
+    """The address of GOMP_parallel in the OpenMP runtime that runs torch's intra-op threads
+    (Linux, torch built with OpenMP: its own libgomp, or the system's), or None. The library's
+    threads then are that team, awake right after torch's parallel ops, instead of new threads
+    that would share the cores with it spinning. DALI_MULTIMIX_NO_OPENMP_TEAM=1: None."""
+    if os.environ.get("DALI_MULTIMIX_NO_OPENMP_TEAM") == "1":
+        return None
+    try:
+        import torch
+        if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+            return None
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "omp" in line and ".so" in line}
+    except (ImportError, OSError):
+        return None
+    torch_dir = str(Path(torch.__file__).resolve().parent)
+    runtimes = [p for p in paths if re.search(r"/lib[gi]?omp[^/]*\.so", p)]  # GNU, Intel, LLVM
+    for path in sorted(runtimes, key=lambda p: (not p.startswith(torch_dir), p)):  # torch's first
+        try:
+            return ctypes.cast(ctypes.CDLL(path).GOMP_parallel, ctypes.c_void_p).value
+        except (OSError, AttributeError):
+            continue
+    return None
 
 
 def native_available() -> bool:
