@@ -349,6 +349,11 @@ def native_energies_apply(saliency: torch.Tensor, pixels: torch.Tensor) -> bool:
             and native_available())
 
 
+def _address(array: Optional[np.ndarray]) -> Optional[int]:
+    """The data address of an array for a native call; None (a null pointer) for None."""
+    return None if array is None else array.ctypes.data
+
+
 def _puzzle_native(who: str, saliency: torch.Tensor, pixels: torch.Tensor, partners: torch.Tensor,
                    lambdas: torch.Tensor, block_num: int, n_labels: int, beta: float, gamma: float,
                    eta: float, neigh_size: int, energies: bool, threads: int):
@@ -390,12 +395,11 @@ def _puzzle_native(who: str, saliency: torch.Tensor, pixels: torch.Tensor, partn
         cost_h = np.empty((batch, block_num, block_num - 1))
     else:
         labels = np.empty((batch, steps, block_num, block_num), np.int32)
-    address = lambda a: None if a is None else a.ctypes.data  # noqa: E731
     bad = ctypes.c_int64(-1)
     rc = lib.mm_puzzle_masks(s_own.ctypes.data, pix.ctypes.data, mates.ctypes.data, prior.ctypes.data,
                              t_grid.ctypes.data, batch, steps, channels, width, block_num, neigh,
-                             n_labels, beta_n * gamma, beta_n, threads, address(labels),
-                             address(unary), address(cost_v), address(cost_h), ctypes.byref(bad))
+                             n_labels, beta_n * gamma, beta_n, threads, _address(labels),
+                             _address(unary), _address(cost_v), _address(cost_h), ctypes.byref(bad))
     if rc == -2:
         raise ValueError(f"{who}: the energies of sample {bad.value} are not finite (non-finite "
                          "saliency or pixels)")
