@@ -6,14 +6,17 @@ falls back to the torch energies otherwise; bad input is refused with the sample
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from math import comb
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from dali_multimix.torch.graphcut import native_available, native_library, solve_steps
-from math import comb
-
 from dali_multimix.torch.puzzle import (PuzzleMix, label_prior, native_energies_apply,
                                         puzzle_energy_arrays, puzzle_energy_arrays_native,
                                         puzzle_masks_native)
@@ -168,9 +171,6 @@ def test_openmp_team_and_own_threads_give_the_same_results(tmp_path):
     """The library's threads run as torch's OpenMP team where torch has one (no new threads beside
     its spinning ones), else as std::threads; a team with fewer members than asked for (the
     runtime's thread limit) still does every item: the same labels and transport every way."""
-    import os
-    import subprocess
-    import sys
     script = tmp_path / "team.py"
     script.write_text(TEAM_SCRIPT)
     runs = {}

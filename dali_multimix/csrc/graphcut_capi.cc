@@ -216,9 +216,7 @@ int mm_avg_pool(const float *x, int64_t planes, int32_t h, int32_t w, int32_t kh
   if (planes < 0 || h < 1 || w < 1 || kh < 1 || kw < 1 || kh > h || kw > w || h > 65536 ||
       w > 65536)
     return -1;
-  for (int64_t p = 0; p < planes; p++)
-    multimix_graphcut::AvgPoolPlanes(x + p * h * w, 1, h, w, kh, kw,
-                                     out + p * (h / kh) * (w / kw));
+  multimix_graphcut::AvgPoolPlanes(x, planes, h, w, kh, kw, out);
   return 0;
 }
 

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "graphcut_grid.h"
@@ -23,10 +24,11 @@ constexpr int kPuzzleMaxChannels = 4;
 
 // torch's CPU avg_pool2d of `planes` planes (h, w) by kh x kw windows (no padding, stride = window):
 // (planes, h / kh, w / kw)
-inline void AvgPoolPlanes(const float *x, int planes, int h, int w, int kh, int kw, float *out) {
+inline void AvgPoolPlanes(const float *x, int64_t planes, int h, int w, int kh, int kw,
+                          float *out) {
   const int oh = h / kh, ow = w / kw;
   const float size = static_cast<float>(kh * kw);
-  for (int p = 0; p < planes; p++) {
+  for (int64_t p = 0; p < planes; p++) {
     const float *plane = x + static_cast<size_t>(p) * h * w;
     float *o = out + static_cast<size_t>(p) * oh * ow;
     for (int i = 0; i < oh; i++)

@@ -349,6 +349,13 @@ def native_energies_apply(saliency: torch.Tensor, pixels: torch.Tensor) -> bool:
             and native_available())
 
 
+def own_weights(labels: np.ndarray, n_labels: int) -> torch.Tensor:
+    """The own image's weight 1 - l / (n_labels - 1) of each label l, as a float32 CPU tensor of
+    the labels' shape (in numpy: no parallel torch op, which would leave torch's OpenMP workers
+    spinning before the transport)."""
+    return torch.from_numpy(1.0 - labels.astype(np.float32) / np.float32(n_labels - 1))
+
+
 def _address(array: Optional[np.ndarray]) -> Optional[int]:
     """The data address of an array for a native call; None (a null pointer) for None."""
     return None if array is None else array.ctypes.data
@@ -679,12 +686,10 @@ class PuzzleMix:
         if native and native_energies_apply(saliency, pixels):
             # energies and cuts of every (sample, step) in one native call, threads without the GIL
             labels = puzzle_masks_native(saliency, pixels, partners, lambdas, block_num, **kw)
-            # torch's float32 arithmetic below, in numpy: no parallel torch op before the transport
-            return torch.from_numpy(1.0 - labels.astype(np.float32) / np.float32(self.n_labels - 1))
+            return own_weights(labels, self.n_labels)
         if native:  # the energies in torch (CUDA tensors, > 4 channels), the cuts in one call
             unary, w_v, w_h = puzzle_energy_arrays(saliency, pixels, partners, lambdas, block_num, **kw)
-            labels = torch.from_numpy(solve_steps(unary, w_v, w_h, backend="native")).float()
-            return 1.0 - labels / (self.n_labels - 1)
+            return own_weights(solve_steps(unary, w_v, w_h, backend="native"), self.n_labels)
         energies = puzzle_energies(saliency, pixels, partners, lambdas, block_num, **kw)
         # in worker processes, not threads: gco aborted the process (heap corruption) when called
         # from a thread pool, and PyMaxflow keeps the GIL, so threads would not help anyway
@@ -694,8 +699,8 @@ class PuzzleMix:
             labels = _map_in_workers(solve, flat, self.workers)
         else:
             labels = [solve(e) for e in flat]
-        labels = torch.from_numpy(np.stack(labels)).float().reshape(len(energies), -1, block_num, block_num)
-        return 1.0 - labels / (self.n_labels - 1)
+        return own_weights(np.stack(labels).reshape(len(energies), -1, block_num, block_num),
+                           self.n_labels)
 
     def sample(self, batch: int, width: int,
                generator: Optional[torch.Generator] = None) -> tuple[int, torch.Tensor, torch.Tensor]:
