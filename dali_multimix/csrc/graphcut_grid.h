@@ -120,7 +120,7 @@ inline void LabelsFromBits(const uint8_t *in_sink, int nodes, int bits, int32_t 
 struct GridScratch {
   std::vector<double> linear, infinite;
   std::vector<uint8_t> in_sink;
-  std::vector<int> order, lo, hi;
+  std::vector<int> order, lo, hi, group;
   MaxFlow flow;
 };
 
@@ -173,7 +173,8 @@ inline void SolveLevels(const double *cost_v, const double *cost_h, int n, int m
   auto in_sink = [&](int pos) { return &s.in_sink[static_cast<size_t>(s.order[pos]) * size]; };
   s.lo.assign(size, 0);
   s.hi.assign(size, R - 1);
-  int *lo = s.lo.data(), *hi = s.hi.data();
+  s.group.resize(size);
+  int *lo = s.lo.data(), *hi = s.hi.data(), *group = s.group.data();
   MaxFlow &flow = s.flow;
   BuildBits(linear((R - 1) / 2), infinite, cost_v, cost_h, n, m, L, flow);
   while (true) {
@@ -192,15 +193,14 @@ inline void SolveLevels(const double *cost_v, const double *cost_h, int n, int m
       if (lo[v] <= hi[v]) {
         open = true;
         flow.ShiftTerminal(v, linear((lo[v] + hi[v]) / 2)[v] - linear(mid)[v]);
+        group[v] = lo[v] * R + hi[v];
       } else {
         flow.SetTerminal(v, 0.0);
+        group[v] = -1;
       }
     }
     if (!open) break;
-    for (int p = 0, pairs = flow.Pairs(); p < pairs; p++) {
-      const int u = flow.PairTail(p), v = flow.PairHead(p);
-      if (lo[u] > hi[u] || lo[u] != lo[v] || hi[u] != hi[v]) flow.SetArcPair(p, 0.0, 0.0);
-    }
+    flow.KeepArcsInGroups(group);
     flow.ClearTrees();
   }
 }

@@ -1,15 +1,18 @@
 // Boykov-Kolmogorov max-flow (Y. Boykov, V. Kolmogorov, "An Experimental Comparison of
 // Min-Cut/Max-Flow Algorithms for Energy Minimization in Vision", PAMI 2004), the algorithm of
 // PyMaxflow's maxflow library, for Puzzle Mix's small graphs (at most 16 x 16 blocks x 3 bits).
-// Double capacities; every bottleneck is one of the capacities, so a saturated arc reaches
-// exactly 0. After Solve(), InSink(i) is true iff i can still reach the sink in the residual
+// Two departures from BK's search, both measured faster on these graphs (every node is about a
+// root: trees one or two arcs deep) and neither changing the cut: the growth does not re-hang
+// nodes on shorter paths, and an orphan takes the first neighbour whose tree path still reaches
+// a terminal (BK: the nearest one); a node's scan goes on from the arc that carried the last
+// augmentation. Double capacities; every bottleneck is one of the capacities, so a saturated arc
+// reaches exactly 0. After Solve(), InSink(i) is true iff i can still reach the sink in the residual
 // graph (PyMaxflow's segment 1; free nodes are on the source side, as its default).
 // No DALI, no Python: plain C++.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
-#include <limits>
 #include <vector>
 
 namespace multimix_graphcut {
@@ -53,11 +56,12 @@ class MaxFlow {
       arc_[b].sister = a;
       forward_[p] = a;
     }
+    topology_ = arc_;
+    topology_begin_ = begin_;
     parent_.resize(n_);
     sink_.resize(n_);
     tr_.resize(n_);
     ts_.resize(n_);
-    dist_.resize(n_);
     queued_.resize(n_);
     active_.resize(n_ + 1);
     orphans_.resize(n_);
@@ -67,8 +71,35 @@ class MaxFlow {
   void Reset() {
     ClearTrees();
     std::fill(tr_.begin(), tr_.end(), 0.0);
-    for (Arc &a : arc_) a.cap = a.rcap = 0.0;
+    arc_ = topology_;  // every arc of the topology, capacity 0
+    begin_ = topology_begin_;
     flow_ = 0.0;
+  }
+
+  // Keeps only the arcs inside a group (group[i] == group[j] >= 0: the arcs of nodes of group -1
+  // and those between groups are dropped), with their residual capacities: the scans of the next
+  // Solve() visit only those. The pair indices of SetArcPair hold again only after the next
+  // Reset(), which restores every arc.
+  void KeepArcsInGroups(const int *group) {
+    remap_.resize(arc_.size());
+    int kept = 0;
+    for (int i = 0; i < n_; i++) {
+      const int g = group[i];
+      for (int a = begin_[i], end = begin_[i + 1]; a < end; a++)
+        remap_[a] = g >= 0 && group[arc_[a].head] == g ? kept++ : -1;
+    }
+    kept = 0;
+    for (int i = 0; i < n_; i++) {
+      const int first = kept;
+      for (int a = begin_[i], end = begin_[i + 1]; a < end; a++) {
+        if (remap_[a] < 0) continue;
+        arc_[kept] = arc_[a];
+        arc_[kept++].sister = remap_[arc_[a].sister];
+      }
+      begin_[i] = first;
+    }
+    begin_[n_] = kept;
+    arc_.resize(kept);
   }
 
   // Clears the search trees and keeps the flow (the residual capacities): a warm start of the
@@ -78,13 +109,9 @@ class MaxFlow {
     std::fill(parent_.begin(), parent_.end(), kNone);
     std::fill(sink_.begin(), sink_.end(), 0);
     std::fill(ts_.begin(), ts_.end(), 0);
-    std::fill(dist_.begin(), dist_.end(), 0);
     std::fill(queued_.begin(), queued_.end(), 0);
   }
 
-  int Pairs() const { return static_cast<int>(tail_.size()); }
-  int PairTail(int p) const { return tail_[p]; }
-  int PairHead(int p) const { return pair_head_[p]; }
 
   // The residual terminal capacity of i (source minus sink): add d to it; set it to v.
   void ShiftTerminal(int i, double d) { tr_[i] += d; }
@@ -127,12 +154,11 @@ class MaxFlow {
         sink_[i] = tr_[i] < 0;
         parent_[i] = kTerminal;
         ts_[i] = 0;
-        dist_[i] = 1;
         Activate(i);
       }
     }
     time_ = 0;
-    int current = -1;
+    int current = -1, resume = 0;
     while (true) {
       int i = current;
       if (i < 0 || parent_[i] == kNone) {
@@ -144,40 +170,38 @@ class MaxFlow {
           if (parent_[c] != kNone) { i = c; break; }
         }
         if (i < 0) break;
+        resume = begin_[i];
       }
       current = -1;
-      int middle = -1;  // arc from the source tree to the sink tree
+      int middle = -1, a = resume, end = begin_[i + 1];  // middle: source tree -> sink tree
       if (!sink_[i]) {
-        for (int a = begin_[i], end = begin_[i + 1]; a < end; a++) {
+        for (; a < end; a++) {
           if (arc_[a].cap <= 0) continue;
           int j = arc_[a].head;
           if (parent_[j] == kNone) {
-            sink_[j] = 0; parent_[j] = arc_[a].sister; ts_[j] = ts_[i]; dist_[j] = dist_[i] + 1;
+            sink_[j] = 0; parent_[j] = arc_[a].sister;
             Activate(j);
           } else if (sink_[j]) {
             middle = a; break;
-          } else if (ts_[j] <= ts_[i] && dist_[j] > dist_[i]) {
-            parent_[j] = arc_[a].sister; ts_[j] = ts_[i]; dist_[j] = dist_[i] + 1;
           }
         }
       } else {
-        for (int a = begin_[i], end = begin_[i + 1]; a < end; a++) {
+        for (; a < end; a++) {
           if (arc_[a].rcap <= 0) continue;
           int j = arc_[a].head;
           if (parent_[j] == kNone) {
-            sink_[j] = 1; parent_[j] = arc_[a].sister; ts_[j] = ts_[i]; dist_[j] = dist_[i] + 1;
+            sink_[j] = 1; parent_[j] = arc_[a].sister;
             Activate(j);
           } else if (!sink_[j]) {
             middle = arc_[a].sister; break;
-          } else if (ts_[j] <= ts_[i] && dist_[j] > dist_[i]) {
-            parent_[j] = arc_[a].sister; ts_[j] = ts_[i]; dist_[j] = dist_[i] + 1;
           }
         }
       }
-      time_++;
       if (middle >= 0) {
-        current = i;  // scan it again: it may have more paths
+        current = i;  // go on from this arc: it may carry more
+        resume = a;
         Augment(middle);
+        time_++;
         while (orphan_count_ > 0) Adopt(orphans_[--orphan_count_]);
       }
     }
@@ -191,7 +215,6 @@ class MaxFlow {
 
  private:
   static constexpr int kNone = -1, kTerminal = -2, kOrphan = -3;
-  static constexpr int kInfDist = std::numeric_limits<int>::max();
 
   void Activate(int i) {
     if (!queued_[i]) {  // a FIFO ring: a node is queued at most once at a time
@@ -248,37 +271,30 @@ class MaxFlow {
     orphans_[orphan_count_++] = i;
   }
 
-  // A new parent for orphan i in its own tree (the one nearest a terminal), or frees it.
+  // A new parent for orphan i in its own tree (the first whose path reaches a terminal: ts_ marks
+  // the nodes checked since the last augmentation), or frees it.
   void Adopt(int i) {
     const bool sink = sink_[i];
-    int best = kNone, best_d = kInfDist;
     for (int a0 = begin_[i], end = begin_[i + 1]; a0 < end; a0++) {
       // source tree: the arc j -> i must have capacity; sink tree: i -> j
       if ((sink ? arc_[a0].cap : arc_[a0].rcap) <= 0) continue;
       int j = arc_[a0].head;
       if (sink_[j] != sink || parent_[j] == kNone) continue;
-      int d = 0;
-      while (true) {  // is j's root a terminal? (distance by time-stamped hops)
-        if (ts_[j] == time_) { d += dist_[j]; break; }
+      bool rooted = false;
+      while (true) {  // is j's root a terminal? (nodes checked since the last augmentation: ts_)
+        if (ts_[j] == time_) { rooted = true; break; }
         int a = parent_[j];
-        d++;
-        if (a == kTerminal) { ts_[j] = time_; dist_[j] = 1; break; }
-        if (a == kOrphan) { d = kInfDist; break; }
+        if (a == kTerminal) { rooted = true; break; }
+        if (a == kOrphan) break;
         j = arc_[a].head;
       }
-      if (d < kInfDist) {
-        if (d < best_d) { best = a0; best_d = d; }
-        for (j = arc_[a0].head; ts_[j] != time_; j = arc_[parent_[j]].head) {
+      if (rooted) {
+        for (j = arc_[a0].head; ts_[j] != time_ && parent_[j] != kTerminal; j = arc_[parent_[j]].head)
           ts_[j] = time_;
-          dist_[j] = d--;
-        }
+        parent_[i] = a0;
+        ts_[i] = time_;
+        return;
       }
-    }
-    if (best != kNone) {
-      parent_[i] = best;
-      ts_[i] = time_;
-      dist_[i] = best_d + 1;
-      return;
     }
     parent_[i] = kNone;  // free: its neighbours in the tree become active, its children orphans
     for (int a0 = begin_[i], end = begin_[i + 1]; a0 < end; a0++) {
@@ -308,9 +324,10 @@ class MaxFlow {
 
   // topology: the arcs of node i are arc_[begin_[i] .. begin_[i + 1]); forward_[p] is the arc
   // i -> j of pair p (tail_, pair_head_: the pairs as added)
-  std::vector<Arc> arc_;
+  std::vector<Arc> arc_, topology_;
+  std::vector<int> topology_begin_, remap_;
   std::vector<int> begin_, forward_, tail_, pair_head_;
-  std::vector<int> parent_, ts_, dist_, active_, orphans_;
+  std::vector<int> parent_, ts_, active_, orphans_;
   std::vector<int> sink_, queued_;  // int, not char: char stores alias everything
   std::vector<double> tr_;
   double flow_ = 0.0;

@@ -300,19 +300,18 @@ def label_prior(lambdas: torch.Tensor, block_num: int, n_labels: int, eta: float
     lambda).pmf(l) + 1e-8) / n^2, (B, K, n_labels) float64 for lambdas (B, K), computed as the
     original: the pmf in Python floats per distinct lambda (in the native library when it is
     built: the same libm pow that Python's ** calls, the same numbers), then the rest in float64."""
-    lams = lambdas.detach().cpu().double().numpy()
-    distinct, index = np.unique(lams, return_inverse=True)
+    lams = np.ascontiguousarray(lambdas.detach().cpu().double().numpy())
     last = n_labels - 1
     lib = native_library()
-    if lib is not None:
+    if lib is not None:  # every lambda: a call of libm's pow costs less than finding the distinct
         combs = np.array([float(comb(last, l)) for l in range(n_labels)])
-        pmf = np.empty((len(distinct), n_labels))
-        lib.mm_binomial_pmf(distinct.ctypes.data, len(distinct), n_labels, combs.ctypes.data,
-                            pmf.ctypes.data)
-    else:
-        terms = [(comb(last, l), l, last - l) for l in range(n_labels)]
-        pmf = np.array([[c * lam ** a * (1 - lam) ** b for c, a, b in terms]
-                        for lam in distinct.tolist()], dtype=np.float64).reshape(len(distinct), n_labels)
+        pmf = np.empty(lams.shape + (n_labels,))
+        lib.mm_binomial_pmf(lams.ctypes.data, lams.size, n_labels, combs.ctypes.data, pmf.ctypes.data)
+        return eta * -np.log(pmf + 1e-8) / block_num ** 2
+    distinct, index = np.unique(lams, return_inverse=True)
+    terms = [(comb(last, l), l, last - l) for l in range(n_labels)]
+    pmf = np.array([[c * lam ** a * (1 - lam) ** b for c, a, b in terms]
+                    for lam in distinct.tolist()], dtype=np.float64).reshape(len(distinct), n_labels)
     return (eta * -np.log(pmf + 1e-8) / block_num ** 2)[index.reshape(lams.shape)]
 
 
@@ -364,7 +363,7 @@ def _address(array: Optional[np.ndarray]) -> Optional[int]:
 def _puzzle_native(who: str, saliency: torch.Tensor, pixels: torch.Tensor, partners: torch.Tensor,
                    lambdas: torch.Tensor, block_num: int, n_labels: int, beta: float, gamma: float,
                    eta: float, neigh_size: int, energies: bool, threads: int):
-    """One call of the native library's mm_puzzle_masks: the labels, or the energies."""
+    """One call of the native library's mm_puzzle_masks: the labels (int32), or the energies."""
     if not native_energies_apply(saliency, pixels):
         raise ValueError(f"{who}: needs float32 CPU `saliency` and `pixels` with 1 to "
                          f"{NATIVE_ENERGY_MAX_CHANNELS} channels and libmultimix_graphcut.so; got "
@@ -415,7 +414,7 @@ def _puzzle_native(who: str, saliency: torch.Tensor, pixels: torch.Tensor, partn
                          f"{channels} x {width} x {width}, block_num {block_num}, K {steps}, "
                          f"n_labels {n_labels}, partners in [{mates.min(initial=0)}, "
                          f"{mates.max(initial=0)}]")
-    return (unary, cost_v, cost_h) if energies else labels.astype(np.int64)
+    return (unary, cost_v, cost_h) if energies else labels
 
 
 def puzzle_masks_native(saliency: torch.Tensor, pixels: torch.Tensor, partners: torch.Tensor,
@@ -428,7 +427,7 @@ def puzzle_masks_native(saliency: torch.Tensor, pixels: torch.Tensor, partners: 
     but the block saliency. Inputs as :func:`puzzle_energies`, float32 CPU tensors with at most
     :data:`NATIVE_ENERGY_MAX_CHANNELS` channels (:func:`native_energies_apply`)."""
     return _puzzle_native("puzzle_masks_native", saliency, pixels, partners, lambdas, block_num,
-                          n_labels, beta, gamma, eta, neigh_size, False, threads)
+                          n_labels, beta, gamma, eta, neigh_size, False, threads).astype(np.int64)
 
 
 def puzzle_energy_arrays_native(saliency: torch.Tensor, pixels: torch.Tensor,
@@ -685,7 +684,9 @@ class PuzzleMix:
         native = self.solver == "native" or (self.solver == "exact" and native_available())
         if native and native_energies_apply(saliency, pixels):
             # energies and cuts of every (sample, step) in one native call, threads without the GIL
-            labels = puzzle_masks_native(saliency, pixels, partners, lambdas, block_num, **kw)
+            labels = _puzzle_native("PuzzleMix.masks", saliency, pixels, partners, lambdas, block_num,
+                                    self.n_labels, self.beta, self.gamma, self.eta, self.neigh_size,
+                                    False, 0)  # puzzle_masks_native without its int64 copy
             return own_weights(labels, self.n_labels)
         if native:  # the energies in torch (CUDA tensors, > 4 channels), the cuts in one call
             unary, w_v, w_h = puzzle_energy_arrays(saliency, pixels, partners, lambdas, block_num, **kw)
