@@ -1,10 +1,10 @@
 // Boykov-Kolmogorov max-flow (Y. Boykov, V. Kolmogorov, "An Experimental Comparison of
 // Min-Cut/Max-Flow Algorithms for Energy Minimization in Vision", PAMI 2004), the algorithm of
 // PyMaxflow's maxflow library, for Puzzle Mix's small graphs (at most 16 x 16 blocks x 3 bits).
-// Two departures from BK's search, both measured faster on these graphs (every node is about a
-// root: trees one or two arcs deep) and neither changing the cut: the growth does not re-hang
-// nodes on shorter paths, and an orphan takes the first neighbour whose tree path still reaches
-// a terminal (BK: the nearest one); a node's scan goes on from the arc that carried the last
+// Three departures from BK's search, each measured faster on these graphs (about every node is a
+// root: trees one or two arcs deep) and none changing the cut: the growth does not re-hang nodes
+// on shorter paths, an orphan takes the first neighbour whose tree path still reaches a terminal
+// (BK: the nearest one), and a node's scan goes on from the arc that carried the last
 // augmentation. Double capacities; every bottleneck is one of the capacities, so a saturated arc
 // reaches exactly 0. After Solve(), InSink(i) is true iff i can still reach the sink in the residual
 // graph (PyMaxflow's segment 1; free nodes are on the source side, as its default).
@@ -111,7 +111,6 @@ class MaxFlow {
     std::fill(ts_.begin(), ts_.end(), 0);
     std::fill(queued_.begin(), queued_.end(), 0);
   }
-
 
   // The residual terminal capacity of i (source minus sink): add d to it; set it to v.
   void ShiftTerminal(int i, double d) { tr_[i] += d; }

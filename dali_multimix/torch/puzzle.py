@@ -299,7 +299,8 @@ def label_prior(lambdas: torch.Tensor, block_num: int, n_labels: int, eta: float
     """The prior cost of each label for each (sample, step): eta * -log(Binomial(n_labels - 1,
     lambda).pmf(l) + 1e-8) / n^2, (B, K, n_labels) float64 for lambdas (B, K), computed as the
     original: the pmf in Python floats per distinct lambda (in the native library when it is
-    built: the same libm pow that Python's ** calls, the same numbers), then the rest in float64."""
+    built, per lambda: the same libm pow that Python's ** calls, the same numbers), then the rest
+    in float64."""
     lams = np.ascontiguousarray(lambdas.detach().cpu().double().numpy())
     last = n_labels - 1
     lib = native_library()
