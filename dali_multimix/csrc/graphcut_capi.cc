@@ -27,6 +27,17 @@
 
 namespace {
 
+// Whether no value is inf or nan (exponent bits all ones), without a branch per value.
+bool AllFinite(const double *x, int64_t n) {
+  uint64_t all_ones = 0;
+  for (int64_t i = 0; i < n; i++) {
+    uint64_t bits;
+    std::memcpy(&bits, x + i, sizeof bits);
+    all_ones |= static_cast<uint64_t>((bits & 0x7ff0000000000000ull) == 0x7ff0000000000000ull);
+  }
+  return all_ones == 0;
+}
+
 int Threads(int requested, int64_t work) {
   int t = requested > 0 ? requested : static_cast<int>(std::thread::hardware_concurrency());
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(std::max(t, 1), work)));
@@ -178,10 +189,7 @@ int mm_puzzle_masks(const float *s_own, const float *pixels, const int64_t *part
     multimix_graphcut::PuzzleSampleEnergy(&pools[i * pool_size], &pools[j * pool_size],
                                           s_own + i * cells, s_own + j * cells, prior + i * steps * L,
                                           t_grid, shape, u, wv, wh, s);
-    bool finite = true;
-    for (int64_t v = 0; v < su; v++) finite = finite && std::isfinite(u[v]);
-    for (int64_t v = 0; v < sv; v++) finite = finite && std::isfinite(wv[v]) && std::isfinite(wh[v]);
-    if (!finite) {
+    if (!AllFinite(u, su) || !AllFinite(wv, sv) || !AllFinite(wh, sv)) {
       for (int64_t b = first_bad.load(); i < b && !first_bad.compare_exchange_weak(b, i);) {}
       return;
     }

@@ -134,13 +134,16 @@ inline void PuzzleSampleEnergy(const float *own_pool, const float *partner_pool,
       w[e] = static_cast<double>(std::max(v, 0.0f));
     }
   }
+  // the saliency term of every (cell, label) in step 0's slice, then each step's prior added to it
   for (int p = 0; p < cells; p++) {
     const double own = c_own[p], partner = c_partner[p];
-    for (int l = 0; l < L; l++) {
-      const double base = (1.0 - t_grid[l]) * own + t_grid[l] * partner;
-      for (int k = 0; k < s.steps; k++)
-        unary[(static_cast<size_t>(k) * cells + p) * L + l] = base + prior[k * L + l];
-    }
+    for (int l = 0; l < L; l++) unary[p * L + l] = (1.0 - t_grid[l]) * own + t_grid[l] * partner;
+  }
+  const int slice = cells * L;
+  for (int k = s.steps - 1; k >= 0; k--) {  // step 0 last: its slice holds the saliency terms
+    double *u = unary + static_cast<size_t>(k) * slice;
+    for (int p = 0; p < cells; p++)
+      for (int l = 0; l < L; l++) u[p * L + l] = unary[p * L + l] + prior[k * L + l];
   }
 }
 
