@@ -33,30 +33,29 @@ inline void ForEachEdge(int n, int m, F &&f) {
     for (int j = 0; j + 1 < m; j++, e++) f(i * m + j, i * m + j + 1, e);
 }
 
-// The pairwise weight of edge e: its cost / (L - 1)^2.
-inline double EdgeWeight(const double *cost_v, const double *cost_h, int n, int m, int L, int e) {
-  const int n_v = (n - 1) * m;
-  return (e < n_v ? cost_v[e] : cost_h[e - n_v]) * (1.0 / static_cast<double>((L - 1) * (L - 1)));
+// The pairwise weight of every edge, in ForEachEdge's order, into w: its cost / (L - 1)^2.
+inline void EdgeWeights(const double *cost_v, const double *cost_h, int n, int m, int L, double *w) {
+  const int n_v = (n - 1) * m, edges = n_v + n * (m - 1);
+  const double scale = 1.0 / static_cast<double>((L - 1) * (L - 1));
+  for (int e = 0; e < edges; e++) w[e] = (e < n_v ? cost_v[e] : cost_h[e - n_v]) * scale;
 }
 
 // The linear cost of every bit (nodes x (L - 1): the cost of the bit being 1, i.e. of its node
 // on the sink side) into `linear`; returns the capacity that stands for infinity (above every
 // finite cut).
-inline double LinearCosts(const double *unary, const double *cost_v, const double *cost_h, int n,
-                          int m, int L, double *linear) {
+inline double LinearCosts(const double *unary, const double *w, int n, int m, int L,
+                          double *linear) {
   const int bits = L - 1, nodes = n * m;
   for (int p = 0; p < nodes; p++)
     for (int b = 0; b < bits; b++) linear[p * bits + b] = unary[p * L + b + 1] - unary[p * L + b];
   // as np.add.at: all p contributions in edge order, then all q contributions
   double abs_w = 0.0;
   ForEachEdge(n, m, [&](int p, int, int e) {
-    const double w = EdgeWeight(cost_v, cost_h, n, m, L, e);
-    for (int b = 0; b < bits; b++) linear[p * bits + b] += w * ((2.0 * (b + 1) - 1.0) - 2.0 * bits);
-    abs_w += std::fabs(w);
+    for (int b = 0; b < bits; b++) linear[p * bits + b] += w[e] * ((2.0 * (b + 1) - 1.0) - 2.0 * bits);
+    abs_w += std::fabs(w[e]);
   });
   ForEachEdge(n, m, [&](int, int q, int e) {
-    const double w = EdgeWeight(cost_v, cost_h, n, m, L, e);
-    for (int b = 0; b < bits; b++) linear[q * bits + b] += w * (2.0 * (b + 1) - 1.0);
+    for (int b = 0; b < bits; b++) linear[q * bits + b] += w[e] * (2.0 * (b + 1) - 1.0);
   });
   double abs_lin = 0.0;
   for (int v = 0; v < nodes * bits; v++) abs_lin += std::fabs(linear[v]);
@@ -88,8 +87,8 @@ inline void EnsureTopology(int n, int m, int L, MaxFlow &flow) {
 }
 
 // Builds the bit graph of one energy in `flow`: `linear` and `infinite` from LinearCosts.
-inline void BuildBits(const double *linear, double infinite, const double *cost_v,
-                      const double *cost_h, int n, int m, int L, MaxFlow &flow) {
+inline void BuildBits(const double *linear, double infinite, const double *w, int n, int m, int L,
+                      MaxFlow &flow) {
   const int bits = L - 1, nodes = n * m;
   EnsureTopology(n, m, L, flow);
   flow.Reset();
@@ -102,7 +101,7 @@ inline void BuildBits(const double *linear, double infinite, const double *cost_
   // side and v on the sink side
   int pair = 0;
   ForEachArcPair(n, m, L, [&](int, int, int e) {
-    const double cap = e < 0 ? infinite : 2.0 * EdgeWeight(cost_v, cost_h, n, m, L, e);
+    const double cap = e < 0 ? infinite : 2.0 * w[e];
     if (cap > 0) flow.SetArcPair(pair, cap, 0.0);
     pair++;
   });
@@ -118,7 +117,7 @@ inline void LabelsFromBits(const uint8_t *in_sink, int nodes, int bits, int32_t 
 
 // Scratch of SolveGrid / SolveSteps, reused across the graphs of a thread.
 struct GridScratch {
-  std::vector<double> linear, infinite;
+  std::vector<double> linear, infinite, weights;
   std::vector<uint8_t> in_sink;
   std::vector<int> order, lo, hi, group;
   MaxFlow flow;
@@ -132,8 +131,10 @@ inline void SolveGrid(const double *unary, const double *cost_v, const double *c
   const int size = n * m * (L - 1);
   s.linear.resize(size);
   s.in_sink.resize(size);
-  const double infinite = LinearCosts(unary, cost_v, cost_h, n, m, L, s.linear.data());
-  BuildBits(s.linear.data(), infinite, cost_v, cost_h, n, m, L, s.flow);
+  s.weights.resize(static_cast<size_t>(n - 1) * m + static_cast<size_t>(n) * (m - 1));
+  EdgeWeights(cost_v, cost_h, n, m, L, s.weights.data());
+  const double infinite = LinearCosts(unary, s.weights.data(), n, m, L, s.linear.data());
+  BuildBits(s.linear.data(), infinite, s.weights.data(), n, m, L, s.flow);
   s.flow.Solve();
   for (int v = 0; v < size; v++) s.in_sink[v] = s.flow.InSink(v);
   LabelsFromBits(s.in_sink.data(), n * m, L - 1, labels);
@@ -162,9 +163,8 @@ inline void SolveGrid(const double *unary, const double *cost_v, const double *c
 // the positions in which every bit keeps the interval [lo, hi] of positions it is still open for
 // (its sink membership is settled below lo, 0, and above hi, 1); each level cuts every open bit
 // for the middle of its interval, the bits of one interval joined, those of different intervals
-// apart.
-inline void SolveLevels(const double *cost_v, const double *cost_h, int n, int m, int L, int R,
-                        GridScratch &s) {
+// apart. The edge weights are those in s.weights.
+inline void SolveLevels(int n, int m, int L, int R, GridScratch &s) {
   const int size = n * m * (L - 1);
   // one capacity for infinity at every level: the largest of the steps'
   double infinite = s.infinite[s.order[0]];
@@ -176,7 +176,7 @@ inline void SolveLevels(const double *cost_v, const double *cost_h, int n, int m
   s.group.resize(size);
   int *lo = s.lo.data(), *hi = s.hi.data(), *group = s.group.data();
   MaxFlow &flow = s.flow;
-  BuildBits(linear((R - 1) / 2), infinite, cost_v, cost_h, n, m, L, flow);
+  BuildBits(linear((R - 1) / 2), infinite, s.weights.data(), n, m, L, flow);
   while (true) {
     flow.Solve();
     bool open = false;
@@ -215,9 +215,11 @@ inline void SolveSteps(const double *unary, const double *cost_v, const double *
   s.linear.resize(static_cast<size_t>(K) * size);
   s.in_sink.resize(static_cast<size_t>(K) * size);
   s.infinite.resize(K);
+  s.weights.resize(static_cast<size_t>(n - 1) * m + static_cast<size_t>(n) * (m - 1));
+  EdgeWeights(cost_v, cost_h, n, m, L, s.weights.data());
   for (int k = 0; k < K; k++)
-    s.infinite[k] = LinearCosts(unary + static_cast<size_t>(k) * n * m * L, cost_v, cost_h, n, m, L,
-                                &s.linear[static_cast<size_t>(k) * size]);
+    s.infinite[k] = LinearCosts(unary + static_cast<size_t>(k) * n * m * L, s.weights.data(), n, m,
+                                L, &s.linear[static_cast<size_t>(k) * size]);
   // +1: step k's costs <= step k-1's (its sink set contains the other's), -1: >=, 0: neither
   auto relation = [&](int k) {
     const double *a = &s.linear[static_cast<size_t>(k - 1) * size], *b = a + size;
@@ -238,7 +240,7 @@ inline void SolveSteps(const double *unary, const double *cost_v, const double *
     }
     s.order.clear();
     for (int k = first; k <= last; k++) s.order.push_back(dir >= 0 ? k : first + last - k);
-    SolveLevels(cost_v, cost_h, n, m, L, last - first + 1, s);
+    SolveLevels(n, m, L, last - first + 1, s);
     first = last + 1;
   }
   for (int k = 0; k < K; k++)

@@ -84,17 +84,21 @@ class MaxFlow {
     remap_.resize(arc_.size());
     int kept = 0;
     for (int i = 0; i < n_; i++) {
-      const int g = group[i];
-      for (int a = begin_[i], end = begin_[i + 1]; a < end; a++)
-        remap_[a] = g >= 0 && group[arc_[a].head] == g ? kept++ : -1;
-    }
-    kept = 0;
-    for (int i = 0; i < n_; i++) {
-      const int first = kept;
+      const int g = group[i], first = kept;
       for (int a = begin_[i], end = begin_[i + 1]; a < end; a++) {
-        if (remap_[a] < 0) continue;
+        const int j = arc_[a].head;
+        if (g < 0 || group[j] != g) {
+          remap_[a] = -1;
+          continue;
+        }
+        const int sister = arc_[a].sister;
         arc_[kept] = arc_[a];
-        arc_[kept++].sister = remap_[arc_[a].sister];
+        remap_[a] = kept;
+        if (sister < a) {  // already moved: link the two
+          arc_[kept].sister = remap_[sister];
+          arc_[remap_[sister]].sister = kept;
+        }
+        kept++;
       }
       begin_[i] = first;
     }
