@@ -33,11 +33,15 @@ inline void ForEachEdge(int n, int m, F &&f) {
     for (int j = 0; j + 1 < m; j++, e++) f(i * m + j, i * m + j + 1, e);
 }
 
-// The pairwise weight of every edge, in ForEachEdge's order, into w: its cost / (L - 1)^2.
-inline void EdgeWeights(const double *cost_v, const double *cost_h, int n, int m, int L, double *w) {
+// The pairwise weight of every edge, in ForEachEdge's order, into `w` (resized): its cost /
+// (L - 1)^2. Returns w's data.
+inline const double *EdgeWeights(const double *cost_v, const double *cost_h, int n, int m, int L,
+                                 std::vector<double> &w) {
   const int n_v = (n - 1) * m, edges = n_v + n * (m - 1);
   const double scale = 1.0 / static_cast<double>((L - 1) * (L - 1));
+  w.resize(edges);
   for (int e = 0; e < edges; e++) w[e] = (e < n_v ? cost_v[e] : cost_h[e - n_v]) * scale;
+  return w.data();
 }
 
 // The linear cost of every bit (nodes x (L - 1): the cost of the bit being 1, i.e. of its node
@@ -131,10 +135,9 @@ inline void SolveGrid(const double *unary, const double *cost_v, const double *c
   const int size = n * m * (L - 1);
   s.linear.resize(size);
   s.in_sink.resize(size);
-  s.weights.resize(static_cast<size_t>(n - 1) * m + static_cast<size_t>(n) * (m - 1));
-  EdgeWeights(cost_v, cost_h, n, m, L, s.weights.data());
-  const double infinite = LinearCosts(unary, s.weights.data(), n, m, L, s.linear.data());
-  BuildBits(s.linear.data(), infinite, s.weights.data(), n, m, L, s.flow);
+  const double *w = EdgeWeights(cost_v, cost_h, n, m, L, s.weights);
+  const double infinite = LinearCosts(unary, w, n, m, L, s.linear.data());
+  BuildBits(s.linear.data(), infinite, w, n, m, L, s.flow);
   s.flow.Solve();
   for (int v = 0; v < size; v++) s.in_sink[v] = s.flow.InSink(v);
   LabelsFromBits(s.in_sink.data(), n * m, L - 1, labels);
@@ -215,11 +218,10 @@ inline void SolveSteps(const double *unary, const double *cost_v, const double *
   s.linear.resize(static_cast<size_t>(K) * size);
   s.in_sink.resize(static_cast<size_t>(K) * size);
   s.infinite.resize(K);
-  s.weights.resize(static_cast<size_t>(n - 1) * m + static_cast<size_t>(n) * (m - 1));
-  EdgeWeights(cost_v, cost_h, n, m, L, s.weights.data());
+  const double *w = EdgeWeights(cost_v, cost_h, n, m, L, s.weights);
   for (int k = 0; k < K; k++)
-    s.infinite[k] = LinearCosts(unary + static_cast<size_t>(k) * n * m * L, s.weights.data(), n, m,
-                                L, &s.linear[static_cast<size_t>(k) * size]);
+    s.infinite[k] = LinearCosts(unary + static_cast<size_t>(k) * n * m * L, w, n, m, L,
+                                &s.linear[static_cast<size_t>(k) * size]);
   // +1: step k's costs <= step k-1's (its sink set contains the other's), -1: >=, 0: neither
   auto relation = [&](int k) {
     const double *a = &s.linear[static_cast<size_t>(k - 1) * size], *b = a + size;
