@@ -308,12 +308,13 @@ def label_prior(lambdas: torch.Tensor, block_num: int, n_labels: int, eta: float
         combs = np.array([float(comb(last, l)) for l in range(n_labels)])
         pmf = np.empty(lams.shape + (n_labels,))
         lib.mm_binomial_pmf(lams.ctypes.data, lams.size, n_labels, combs.ctypes.data, pmf.ctypes.data)
-        return eta * -np.log(pmf + 1e-8) / block_num ** 2
-    distinct, index = np.unique(lams, return_inverse=True)
-    terms = [(comb(last, l), l, last - l) for l in range(n_labels)]
-    pmf = np.array([[c * lam ** a * (1 - lam) ** b for c, a, b in terms]
-                    for lam in distinct.tolist()], dtype=np.float64).reshape(len(distinct), n_labels)
-    return (eta * -np.log(pmf + 1e-8) / block_num ** 2)[index.reshape(lams.shape)]
+    else:  # Python floats, once per distinct lambda
+        distinct, index = np.unique(lams, return_inverse=True)
+        terms = [(comb(last, l), l, last - l) for l in range(n_labels)]
+        pmf = np.array([[c * lam ** a * (1 - lam) ** b for c, a, b in terms]
+                        for lam in distinct.tolist()], dtype=np.float64).reshape(len(distinct), n_labels)
+        pmf = pmf[index.reshape(lams.shape)]
+    return eta * -np.log(pmf + 1e-8) / block_num ** 2
 
 
 def puzzle_energies(saliency: torch.Tensor, pixels: torch.Tensor, partners: torch.Tensor,
