@@ -73,7 +73,6 @@ class MaxFlow {
     std::fill(tr_.begin(), tr_.end(), 0.0);
     arc_ = topology_;  // every arc of the topology, capacity 0
     begin_ = topology_begin_;
-    flow_ = 0.0;
   }
 
   // Keeps only the arcs inside a group (group[i] == group[j] >= 0: the arcs of nodes of group -1
@@ -82,23 +81,22 @@ class MaxFlow {
   // Reset(), which restores every arc.
   void KeepArcsInGroups(const int *group) {
     remap_.resize(arc_.size());
-    int kept = 0;
+    Arc *arc = arc_.data();
+    int *remap = remap_.data(), kept = 0;
     for (int i = 0; i < n_; i++) {
-      const int g = group[i], first = kept;
-      for (int a = begin_[i], end = begin_[i + 1]; a < end; a++) {
-        const int j = arc_[a].head;
-        if (g < 0 || group[j] != g) {
-          remap_[a] = -1;
-          continue;
+      const int g = group[i], first = kept, end = begin_[i + 1];
+      if (g >= 0) {  // a node of group -1 keeps no arc
+        for (int a = begin_[i]; a < end; a++) {
+          if (group[arc[a].head] != g) continue;  // so is its sister: neither is remapped
+          const int sister = arc[a].sister;
+          arc[kept] = arc[a];
+          remap[a] = kept;
+          if (sister < a) {  // already moved: link the two
+            arc[kept].sister = remap[sister];
+            arc[remap[sister]].sister = kept;
+          }
+          kept++;
         }
-        const int sister = arc_[a].sister;
-        arc_[kept] = arc_[a];
-        remap_[a] = kept;
-        if (sister < a) {  // already moved: link the two
-          arc_[kept].sister = remap_[sister];
-          arc_[remap_[sister]].sister = kept;
-        }
-        kept++;
       }
       begin_[i] = first;
     }
@@ -124,7 +122,6 @@ class MaxFlow {
   void AddTerminal(int i, double source, double sink) {
     double d = tr_[i];
     if (d > 0) source += d; else sink -= d;
-    flow_ += std::min(source, sink);
     tr_[i] = source - sink;
   }
 
@@ -135,20 +132,21 @@ class MaxFlow {
     r.cap = f.rcap = rev;
   }
 
-  double Solve() {
+  void Solve() {
     // Greedy pre-pass: push flow along every path source -> i -> j -> sink of one arc (most of
     // the flow of these grids; far cheaper than growing trees for them).
     for (int i = 0; i < n_; i++) {
-      if (tr_[i] <= 0) continue;
-      for (int a = begin_[i], end = begin_[i + 1]; a < end && tr_[i] > 0; a++) {
+      double ti = tr_[i];
+      if (ti <= 0) continue;
+      for (int a = begin_[i], end = begin_[i + 1]; a < end && ti > 0; a++) {
         int j = arc_[a].head;
         if (arc_[a].cap <= 0 || tr_[j] >= 0) continue;
-        double b = std::min(std::min(tr_[i], -tr_[j]), arc_[a].cap);
-        tr_[i] -= b;
+        double b = std::min(std::min(ti, -tr_[j]), arc_[a].cap);
+        ti -= b;
         tr_[j] += b;
         Push(a, b);
-        flow_ += b;
       }
+      tr_[i] = ti;
     }
     head_active_ = tail_active_ = 0;
     orphan_count_ = 0;
@@ -208,7 +206,6 @@ class MaxFlow {
         while (orphan_count_ > 0) Adopt(orphans_[--orphan_count_]);
       }
     }
-    return flow_;
   }
 
   // The (n, m, L) grid shape whose arcs the topology holds (SolveGrid's key).
@@ -266,7 +263,6 @@ class MaxFlow {
       if (arc_[a].cap == 0) MakeOrphan(i);
       i = up;
     }
-    flow_ += b;
   }
 
   void MakeOrphan(int i) {  // a node is an orphan at most once at a time
@@ -333,7 +329,6 @@ class MaxFlow {
   std::vector<int> parent_, ts_, active_, orphans_;
   std::vector<int> sink_, queued_;  // int, not char: char stores alias everything
   std::vector<double> tr_;
-  double flow_ = 0.0;
   int time_ = 0;
   int head_active_ = 0, tail_active_ = 0, orphan_count_ = 0;
 };
