@@ -95,7 +95,7 @@ def test_label_prior_is_the_originals_python_arithmetic(n_labels):
 
 
 @pytest.mark.parametrize("side, block", [(32, 16), (32, 8), (32, 2), (28, 14), (28, 4), (224, 14),
-                                         (30, 5)])
+                                         (30, 5), (36, 4), (35, 2)])
 def test_native_saliency_pool_is_torchs_avg_pool(side, block):
     rng = np.random.default_rng(side + block)
     x = rng.random((11, side, side), dtype=np.float32) * np.float32(rng.random())

@@ -262,7 +262,7 @@ inline void SolveStepsWithBits(const double *unary, const double *cost_v, const 
   const double *w = EdgeWeights<kBits>(cost_v, cost_h, n, m, L, s.weights);
   for (int k = 0; k < K; k++)
     s.infinite[k] = LinearCosts<kBits>(unary + static_cast<size_t>(k) * n * m * L, w, n, m, L,
-                                &s.linear[static_cast<size_t>(k) * size]);
+                                       &s.linear[static_cast<size_t>(k) * size]);
   // +1: step k's costs <= step k-1's (its sink set contains the other's), -1: >=, 0: neither
   auto relation = [&](int k) {
     const double *a = &s.linear[static_cast<size_t>(k - 1) * size], *b = a + size;

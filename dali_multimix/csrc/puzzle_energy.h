@@ -23,22 +23,35 @@ namespace multimix_graphcut {
 constexpr int kPuzzleMaxChannels = 4;
 
 // torch's CPU avg_pool2d of `planes` planes (h, w) by kh x kw windows (no padding, stride = window):
-// (planes, h / kh, w / kw)
+// (planes, h / kh, w / kw). Each window summed row by row from 0, then divided by its size; rows
+// of at least 8 windows are summed all at once (vectorised: each sum in the same order).
 inline void AvgPoolPlanes(const float *x, int64_t planes, int h, int w, int kh, int kw,
                           float *out) {
   const int oh = h / kh, ow = w / kw;
   const float size = static_cast<float>(kh * kw);
   for (int64_t p = 0; p < planes; p++) {
     const float *plane = x + static_cast<size_t>(p) * h * w;
-    float *o = out + static_cast<size_t>(p) * oh * ow;
-    for (int i = 0; i < oh; i++)
+    for (int i = 0; i < oh; i++) {
+      float *__restrict o = out + (static_cast<size_t>(p) * oh + i) * ow;
+      const float *window_row = plane + static_cast<size_t>(i) * kh * w;
+      if (ow >= 8) {
+        std::fill(o, o + ow, 0.0f);
+        for (int di = 0; di < kh; di++) {
+          const float *__restrict row = window_row + static_cast<size_t>(di) * w;
+          for (int dj = 0; dj < kw; dj++)
+            for (int j = 0; j < ow; j++) o[j] += row[static_cast<size_t>(j) * kw + dj];
+        }
+        for (int j = 0; j < ow; j++) o[j] /= size;
+        continue;
+      }
       for (int j = 0; j < ow; j++) {
-        const float *window = plane + static_cast<size_t>(i) * kh * w + static_cast<size_t>(j) * kw;
+        const float *window = window_row + static_cast<size_t>(j) * kw;
         float sum = 0.0f;
         for (int di = 0; di < kh; di++)
           for (int dj = 0; dj < kw; dj++) sum += window[static_cast<size_t>(di) * w + dj];
-        o[i * ow + j] = sum / size;
+        o[j] = sum / size;
       }
+    }
   }
 }
 
