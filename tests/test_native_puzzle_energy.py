@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from dali_multimix.torch.graphcut import native_available, native_library, solve_steps
-from dali_multimix.torch.puzzle import (PuzzleMix, label_prior, native_energies_apply,
-                                        puzzle_energy_arrays, puzzle_energy_arrays_native,
-                                        puzzle_masks_native)
+from dali_multimix.torch.puzzle import (PuzzleMix, _sum_to_one, _sum_to_one_in_place, label_prior,
+                                        native_energies_apply, own_weights, puzzle_energy_arrays,
+                                        puzzle_energy_arrays_native, puzzle_masks_native)
 
 pytestmark = pytest.mark.skipif(not native_available(), reason="libmultimix_graphcut.so not built")
 
@@ -105,6 +105,17 @@ def test_native_saliency_pool_is_torchs_avg_pool(side, block):
     assert native_library().mm_avg_pool(x.ctypes.data, 11, side, side, side + 1, 1, out.ctypes.data) == -1
 
 
+def test_sum_to_one_in_place_gives_the_torch_numbers():
+    rng = np.random.default_rng(4)
+    pooled = rng.random((9, 16, 16), dtype=np.float32) * np.float32(3.7)
+    pooled[2] = 0.0  # clamped: 0 / 1e-12
+    pooled[5] *= np.float32(1e-15)  # a sum below the clamp
+    want = _sum_to_one(torch.from_numpy(pooled.copy())).numpy()
+    got = _sum_to_one_in_place(pooled)
+    assert got is pooled
+    np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
+
+
 def test_masks_take_the_native_energies_for_float32_cpu_inputs_only():
     saliency, pixels, partners, lambdas = puzzle_inputs(3, 10, 3, 32, 3)
     assert native_energies_apply(saliency, pixels)
@@ -122,6 +133,20 @@ def test_masks_take_the_native_energies_for_float32_cpu_inputs_only():
     np.testing.assert_array_equal(got5.numpy(), 1.0 - want5 / 2.0)
     with pytest.raises(ValueError, match="1 to 4 channels"):
         puzzle_masks_native(saliency, five, partners, lambdas, 8)
+
+
+@pytest.mark.parametrize("n_labels", [2, 3, 4, 5, 7])
+def test_native_masks_are_own_weights_of_the_native_labels(n_labels):
+    """PuzzleMix.masks takes the weights that the library writes next to its labels: own_weights'
+    float32 numbers (1 - l / (n_labels - 1)) bit for bit, for every label count."""
+    saliency, pixels, partners, lambdas = puzzle_inputs(11 + n_labels, 12, 3, 32, 4)
+    pm = PuzzleMix(4, n_labels=n_labels, solver="native", mean=[128.0] * 3, std=[64.0] * 3)
+    got = pm.masks(saliency, pixels, partners, lambdas, 8)
+    labels = puzzle_masks_native(saliency, pixels, partners, lambdas, 8, n_labels=n_labels)
+    assert got.dtype == torch.float32 and got.shape == (12, 4, 8, 8)
+    assert len(np.unique(labels)) == n_labels  # every label, so every weight, is checked
+    np.testing.assert_array_equal(got.numpy().view(np.int32),
+                                  own_weights(labels, n_labels).numpy().view(np.int32))
 
 
 def test_non_finite_inputs_name_the_sample():

@@ -96,7 +96,7 @@ bool FmixSizeOk(int32_t h, int32_t w) { return h >= 1 && w >= 1 && h <= 65535 &&
 extern "C" {
 
 // The version of this ABI (the Python side refuses another).
-int mm_graphcut_abi_version(void) { return 6; }
+int mm_graphcut_abi_version(void) { return 7; }
 
 // The batched calls below run their threads as a team of the OpenMP runtime whose
 // GOMP_parallel this is (graphcut.py passes torch's), or on std::threads (null, the default).
@@ -147,15 +147,17 @@ int mm_graphcut_solve_steps(const double *unary, const double *cost_v, const dou
 // C, side, side) float32 on the [0, 1] scale; partners (batch) int64; prior (batch, steps, L) and
 // t_grid (L) float64; neigh: the pooled neighbourhood (divides side / n); scale, beta_n: the
 // border term's weights as float32. Writes the labels (batch, steps, n, n) int32 when `labels` is
-// not null, and the energies (unary (batch, steps, n, n, L), cost_v (batch, n-1, n), cost_h
-// (batch, n, n-1) float64) when `unary` is not null (cost_v, cost_h then too). Returns 0; -1 for
+// not null, the own image's weights 1 - l / (L - 1) of those labels (batch, steps, n, n) float32
+// (puzzle.py:own_weights's numbers) when `weights` is not null, and the energies (unary (batch,
+// steps, n, n, L), cost_v (batch, n-1, n), cost_h (batch, n, n-1) float64) when `unary` is not
+// null (cost_v, cost_h then too). Returns 0; -1 for
 // sizes out of range or a partner outside [0, batch) (nothing written); -2 when a sample's
 // energies are not finite (*bad_sample: the first such sample; no labels for it).
 int mm_puzzle_masks(const float *s_own, const float *pixels, const int64_t *partners,
                     const double *prior, const double *t_grid, int64_t batch, int32_t steps,
                     int32_t channels, int32_t side, int32_t block_num, int32_t neigh, int32_t L,
-                    float scale, float beta_n, int32_t threads, int32_t *labels, double *unary,
-                    double *cost_v, double *cost_h, int64_t *bad_sample) {
+                    float scale, float beta_n, int32_t threads, int32_t *labels, float *weights,
+                    double *unary, double *cost_v, double *cost_h, int64_t *bad_sample) {
   if (batch < 0 || steps < 1 || steps > 4096 || channels < 1 ||
       channels > multimix_graphcut::kPuzzleMaxChannels || block_num < 1 || neigh < 1 ||
       side % block_num != 0 || (side / block_num) % neigh != 0 || side > 65536 ||
@@ -193,8 +195,18 @@ int mm_puzzle_masks(const float *s_own, const float *pixels, const int64_t *part
       for (int64_t b = first_bad.load(); i < b && !first_bad.compare_exchange_weak(b, i);) {}
       return;
     }
-    if (labels)
-      multimix_graphcut::SolveSteps(u, wv, wh, steps, n, n, L, labels + i * steps * cells, s.grid);
+    if (!labels && !weights) return;
+    int32_t *own_labels = labels ? labels + i * steps * cells : nullptr;
+    if (!own_labels) {
+      s.labels.resize(steps * cells);
+      own_labels = s.labels.data();
+    }
+    multimix_graphcut::SolveSteps(u, wv, wh, steps, n, n, L, own_labels, s.grid);
+    if (weights) {  // while the labels are in cache: float32, as numpy computes them
+      const float top = static_cast<float>(L - 1);
+      float *w = weights + i * steps * cells;
+      for (int64_t c = 0; c < steps * cells; c++) w[c] = 1.0f - static_cast<float>(own_labels[c]) / top;
+    }
   });
   if (first_bad.load() < batch) {
     if (bad_sample) *bad_sample = first_bad.load();

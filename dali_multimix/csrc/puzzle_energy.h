@@ -70,6 +70,7 @@ struct PuzzleEnergyShape {
 struct PuzzleEnergyScratch {
   std::vector<float> pen, cost;
   std::vector<double> unary, cost_v, cost_h;
+  std::vector<int32_t> labels;
   GridScratch grid;
 };
 

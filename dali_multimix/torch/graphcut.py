@@ -173,7 +173,7 @@ def solve_swap(e: GridEnergy, max_int: int = 2 ** 26, *, scale: Optional[float] 
 
 # ------------------------------------------------------------------ the native batched solver
 
-_NATIVE_ABI = 6
+_NATIVE_ABI = 7
 _NATIVE_NAME = "libmultimix_graphcut.so"
 _NATIVE: dict = {}
 
@@ -206,7 +206,7 @@ def native_library() -> Optional[ctypes.CDLL]:
             lib.mm_graphcut_solve_steps.restype = ctypes.c_int
             f32 = ctypes.c_float
             lib.mm_puzzle_masks.argtypes = [dp, dp, dp, dp, dp, i64, i32, i32, i32, i32, i32, i32,
-                                            f32, f32, i32, dp, dp, dp, dp, dp]
+                                            f32, f32, i32, dp, dp, dp, dp, dp, dp]
             lib.mm_puzzle_masks.restype = ctypes.c_int
             lib.mm_binomial_pmf.argtypes = [dp, i64, i32, dp, dp]
             lib.mm_binomial_pmf.restype = None

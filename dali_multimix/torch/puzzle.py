@@ -50,7 +50,7 @@ import math
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from functools import partial
+from functools import lru_cache, partial
 from math import comb
 from typing import NamedTuple, Optional, Sequence
 
@@ -232,6 +232,15 @@ def _sum_to_one(pooled: torch.Tensor) -> torch.Tensor:
     return pooled / pooled.flatten(1).sum(1).clamp_min(1e-12)[:, None, None]
 
 
+def _sum_to_one_in_place(pooled: np.ndarray) -> np.ndarray:
+    """:func:`_sum_to_one` of a float32 array, in place: torch's sums (its order of the adds), the
+    clamp and the division in numpy (exact float32 operations: the same numbers, fewer torch ops)."""
+    sums = torch.from_numpy(pooled).flatten(1).sum(1).numpy()
+    with np.errstate(invalid="ignore"):  # non-finite saliency: the library names the sample
+        pooled /= np.maximum(sums, np.float32(1e-12))[:, None, None]
+    return pooled
+
+
 def _border_penalty(a: torch.Tensor, b: torch.Tensor, k: int):
     """The original's ``neigh_penalty``: mean |difference| across the block borders between pooled
     images a (upper / left block) and b (lower / right block): (B, n-1, n) vertical and
@@ -295,17 +304,33 @@ def label_grid(n_labels: int) -> np.ndarray:
     return np.linspace(0, 1, n_labels)
 
 
+@lru_cache(maxsize=None)
+def _binomial_coefficients(n_labels: int) -> np.ndarray:
+    """comb(n_labels - 1, l) for each label l as float64, read-only (computed once per count)."""
+    combs = np.array([float(comb(n_labels - 1, l)) for l in range(n_labels)])
+    combs.flags.writeable = False
+    return combs
+
+
+@lru_cache(maxsize=None)
+def _library_label_grid(n_labels: int) -> np.ndarray:
+    """:func:`label_grid`, read-only for the library's calls (computed once per count)."""
+    grid = label_grid(n_labels)
+    grid.flags.writeable = False
+    return grid
+
+
 def label_prior(lambdas: torch.Tensor, block_num: int, n_labels: int, eta: float) -> np.ndarray:
     """The prior cost of each label for each (sample, step): eta * -log(Binomial(n_labels - 1,
     lambda).pmf(l) + 1e-8) / n^2, (B, K, n_labels) float64 for lambdas (B, K), computed as the
     original: the pmf in Python floats per distinct lambda (in the native library when it is
     built, per lambda: the same libm pow that Python's ** calls, the same numbers), then the rest
     in float64."""
-    lams = np.ascontiguousarray(lambdas.detach().cpu().double().numpy())
+    lams = np.ascontiguousarray(lambdas.detach().cpu().numpy(), dtype=np.float64)
     last = n_labels - 1
     lib = native_library()
     if lib is not None:  # every lambda: a call of libm's pow costs less than finding the distinct
-        combs = np.array([float(comb(last, l)) for l in range(n_labels)])
+        combs = _binomial_coefficients(n_labels)
         pmf = np.empty(lams.shape + (n_labels,))
         lib.mm_binomial_pmf(lams.ctypes.data, lams.size, n_labels, combs.ctypes.data, pmf.ctypes.data)
     else:  # Python floats, once per distinct lambda
@@ -364,8 +389,9 @@ def _address(array: Optional[np.ndarray]) -> Optional[int]:
 
 def _puzzle_native(who: str, saliency: torch.Tensor, pixels: torch.Tensor, partners: torch.Tensor,
                    lambdas: torch.Tensor, block_num: int, n_labels: int, beta: float, gamma: float,
-                   eta: float, neigh_size: int, energies: bool, threads: int):
-    """One call of the native library's mm_puzzle_masks: the labels (int32), or the energies."""
+                   eta: float, neigh_size: int, output: str, threads: int):
+    """One call of the native library's mm_puzzle_masks: its `output`, "labels" (int32),
+    "weights" (:func:`own_weights` of the labels, written by the library) or "energies"."""
     if not native_energies_apply(saliency, pixels):
         raise ValueError(f"{who}: needs float32 CPU `saliency` and `pixels` with 1 to "
                          f"{NATIVE_ENERGY_MAX_CHANNELS} channels and libmultimix_graphcut.so; got "
@@ -390,24 +416,27 @@ def _puzzle_native(who: str, saliency: torch.Tensor, pixels: torch.Tensor, partn
     pooled = np.empty((batch, block_num, block_num), np.float32)
     if lib.mm_avg_pool(sal.ctypes.data, batch, height, width, block, block, pooled.ctypes.data):
         raise ValueError(f"{who}: the library refused to pool saliency {tuple(saliency.shape)}")
-    s_own = np.ascontiguousarray(_sum_to_one(torch.from_numpy(pooled)).numpy())
+    s_own = _sum_to_one_in_place(pooled)
     pix = np.ascontiguousarray(pixels.detach().numpy())
     mates = np.ascontiguousarray(partners.detach().cpu().numpy(), dtype=np.int64)
     prior = np.ascontiguousarray(label_prior(lambdas, block_num, n_labels, eta))
-    t_grid = label_grid(n_labels)
+    t_grid = _library_label_grid(n_labels)
     steps = prior.shape[1]
-    labels = unary = cost_v = cost_h = None
-    if energies:
+    labels = weights = unary = cost_v = cost_h = None
+    if output == "energies":
         unary = np.empty((batch, steps, block_num, block_num, n_labels))
         cost_v = np.empty((batch, block_num - 1, block_num))
         cost_h = np.empty((batch, block_num, block_num - 1))
+    elif output == "weights":
+        weights = np.empty((batch, steps, block_num, block_num), np.float32)
     else:
         labels = np.empty((batch, steps, block_num, block_num), np.int32)
     bad = ctypes.c_int64(-1)
     rc = lib.mm_puzzle_masks(s_own.ctypes.data, pix.ctypes.data, mates.ctypes.data, prior.ctypes.data,
                              t_grid.ctypes.data, batch, steps, channels, width, block_num, neigh,
                              n_labels, beta_n * gamma, beta_n, threads, _address(labels),
-                             _address(unary), _address(cost_v), _address(cost_h), ctypes.byref(bad))
+                             _address(weights), _address(unary), _address(cost_v), _address(cost_h),
+                             ctypes.byref(bad))
     if rc == -2:
         raise ValueError(f"{who}: the energies of sample {bad.value} are not finite (non-finite "
                          "saliency or pixels)")
@@ -416,7 +445,9 @@ def _puzzle_native(who: str, saliency: torch.Tensor, pixels: torch.Tensor, partn
                          f"{channels} x {width} x {width}, block_num {block_num}, K {steps}, "
                          f"n_labels {n_labels}, partners in [{mates.min(initial=0)}, "
                          f"{mates.max(initial=0)}]")
-    return (unary, cost_v, cost_h) if energies else labels
+    if output == "energies":
+        return unary, cost_v, cost_h
+    return torch.from_numpy(weights) if output == "weights" else labels
 
 
 def puzzle_masks_native(saliency: torch.Tensor, pixels: torch.Tensor, partners: torch.Tensor,
@@ -429,7 +460,7 @@ def puzzle_masks_native(saliency: torch.Tensor, pixels: torch.Tensor, partners: 
     but the block saliency. Inputs as :func:`puzzle_energies`, float32 CPU tensors with at most
     :data:`NATIVE_ENERGY_MAX_CHANNELS` channels (:func:`native_energies_apply`)."""
     return _puzzle_native("puzzle_masks_native", saliency, pixels, partners, lambdas, block_num,
-                          n_labels, beta, gamma, eta, neigh_size, False, threads).astype(np.int64)
+                          n_labels, beta, gamma, eta, neigh_size, "labels", threads).astype(np.int64)
 
 
 def puzzle_energy_arrays_native(saliency: torch.Tensor, pixels: torch.Tensor,
@@ -441,7 +472,7 @@ def puzzle_energy_arrays_native(saliency: torch.Tensor, pixels: torch.Tensor,
     :func:`puzzle_masks_native` cuts): unary (B, K, n, n, L), cost_v (B, n-1, n), cost_h
     (B, n, n-1) float64, equal bit for bit."""
     return _puzzle_native("puzzle_energy_arrays_native", saliency, pixels, partners, lambdas,
-                          block_num, n_labels, beta, gamma, eta, neigh_size, True, threads)
+                          block_num, n_labels, beta, gamma, eta, neigh_size, "energies", threads)
 
 
 def cost_matrix(n: int) -> torch.Tensor:
@@ -686,10 +717,10 @@ class PuzzleMix:
         native = self.solver == "native" or (self.solver == "exact" and native_available())
         if native and native_energies_apply(saliency, pixels):
             # energies and cuts of every (sample, step) in one native call, threads without the GIL
-            labels = _puzzle_native("PuzzleMix.masks", saliency, pixels, partners, lambdas, block_num,
-                                    self.n_labels, self.beta, self.gamma, self.eta, self.neigh_size,
-                                    False, 0)  # puzzle_masks_native without its int64 copy
-            return own_weights(labels, self.n_labels)
+            # (and own_weights of the labels written by the library, while they are in its cache)
+            return _puzzle_native("PuzzleMix.masks", saliency, pixels, partners, lambdas, block_num,
+                                  self.n_labels, self.beta, self.gamma, self.eta, self.neigh_size,
+                                  "weights", 0)
         if native:  # the energies in torch (CUDA tensors, > 4 channels), the cuts in one call
             unary, w_v, w_h = puzzle_energy_arrays(saliency, pixels, partners, lambdas, block_num, **kw)
             return own_weights(solve_steps(unary, w_v, w_h, backend="native"), self.n_labels)
