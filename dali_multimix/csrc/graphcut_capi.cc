@@ -150,9 +150,9 @@ int mm_graphcut_solve_steps(const double *unary, const double *cost_v, const dou
 // not null, the own image's weights 1 - l / (L - 1) of those labels (batch, steps, n, n) float32
 // (puzzle.py:own_weights's numbers) when `weights` is not null, and the energies (unary (batch,
 // steps, n, n, L), cost_v (batch, n-1, n), cost_h (batch, n, n-1) float64) when `unary` is not
-// null (cost_v, cost_h then too). Returns 0; -1 for
-// sizes out of range or a partner outside [0, batch) (nothing written); -2 when a sample's
-// energies are not finite (*bad_sample: the first such sample; no labels for it).
+// null (cost_v, cost_h then too). Returns 0; -1 for sizes out of range or a partner outside
+// [0, batch) (nothing written); -2 when a sample's energies are not finite (*bad_sample: the
+// first such sample; no labels or weights for it).
 int mm_puzzle_masks(const float *s_own, const float *pixels, const int64_t *partners,
                     const double *prior, const double *t_grid, int64_t batch, int32_t steps,
                     int32_t channels, int32_t side, int32_t block_num, int32_t neigh, int32_t L,
@@ -205,7 +205,8 @@ int mm_puzzle_masks(const float *s_own, const float *pixels, const int64_t *part
     if (weights) {  // while the labels are in cache: float32, as numpy computes them
       const float top = static_cast<float>(L - 1);
       float *w = weights + i * steps * cells;
-      for (int64_t c = 0; c < steps * cells; c++) w[c] = 1.0f - static_cast<float>(own_labels[c]) / top;
+      for (int64_t c = 0; c < steps * cells; c++)
+        w[c] = 1.0f - static_cast<float>(own_labels[c]) / top;
     }
   });
   if (first_bad.load() < batch) {
