@@ -214,13 +214,14 @@ inline void SolveLevels(int n, int m, int L, int R, GridScratch &s) {
   uint16_t *in_sink_all = s.in_sink.data();
   auto linear = [&](int pos) { return linear_all + static_cast<size_t>(order[pos]) * size; };
   auto in_sink = [&](int pos) { return in_sink_all + static_cast<size_t>(order[pos]) * size; };
+  const int first_probe = (R - 1) / 2;  // every bit's, at the first level
   s.lo.assign(size, 0);
   s.hi.assign(size, R - 1);
-  s.probe.assign(size, (R - 1) / 2);
+  s.probe.assign(size, first_probe);
   s.group.resize(size);
   int *lo = s.lo.data(), *hi = s.hi.data(), *probe = s.probe.data(), *group = s.group.data();
   MaxFlow &flow = s.flow;
-  BuildBits<kBits>(linear((R - 1) / 2), infinite, s.weights.data(), n, m, L, flow);
+  BuildBits<kBits>(linear(first_probe), infinite, s.weights.data(), n, m, L, flow);
   while (true) {
     flow.Solve();
     bool open = false;
